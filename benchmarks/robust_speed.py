@@ -1,0 +1,128 @@
+"""Step time of the perturbation wrappers (SAM, ASAM, RWP) against plain SGD on a small CNN.
+
+Theory (Paper B, Jacobson et al., arXiv 2602.07320, §B.2): SAM and ASAM cost two forward-backward
+passes per step (≈ 2× SGD); RWP with K = 1 and λ = 1 costs one (≈ 1×, plus drawing the noise);
+λ < 1 or diagnostics add the clean pass (≈ 2×); K samples cost K passes. All methods are timed in the
+same run, interleaved round by round so that load on a shared machine hits them alike; the ratio
+to SGD uses the fastest round of each (the least disturbed by other load); medians are reported too.
+
+    PYTHONPATH=src python benchmarks/robust_speed.py --quick --json robust_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+import analoglearn.nets  # registers the models
+import analoglearn.robust  # noqa: F401  (registers the methods)
+from analoglearn.method import Progress
+from analoglearn.registry import METHODS, MODELS
+
+CASES = {
+    "sgd": ("sgd", {}, "1 pass"),
+    "sam": ("sam", {"rho": 0.05, "diagnostics": False}, "2 passes"),
+    "asam": ("asam", {"rho": 0.5, "diagnostics": False}, "2 passes"),
+    "rwp K=1 λ=1": ("rwp", {"sigma": 0.05}, "1 pass + draw"),
+    "rwp K=1 λ=0.5": ("rwp", {"sigma": 0.05, "mix": 0.5}, "2 passes + draw"),
+    "rwp K=2 λ=1": ("rwp", {"sigma": 0.05, "samples": 2}, "2 passes + 2 draws"),
+    "sam + diagnostics": ("sam", {"rho": 0.05, "diagnostics": True}, "2 passes"),
+}
+
+
+def build(case: str, args: argparse.Namespace, device: torch.device):
+    """Model, method and one batch for ``case``."""
+    name, options, _ = CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    model_opts = MODELS.build_options(args.model, {"width": args.width})
+    model = MODELS.create(args.model, model_opts, in_shape=(3, 32, 32), num_classes=10, generator=gen)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    method = METHODS.create(name, model, optimizer, METHODS.build_options(name, options),
+                            generator=torch.Generator(device=device).manual_seed(1))
+    x = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
+    return method, x, y
+
+
+def time_steps(method, x, y, steps: int, device: torch.device) -> float:
+    """Seconds per step over ``steps`` steps."""
+    progress = Progress(step=0, epoch=0, steps_per_epoch=steps, total_steps=steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        method.train_step(x, y, progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds (a CPU smoke run)")
+    parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="vgg11", help="registered model name (default vgg11)")
+    parser.add_argument("--width", type=float, default=0.25, help="model width multiplier (default 0.25)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (default 5, quick 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.batch = min(args.batch, 32)
+    steps = args.steps or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 7)
+    device = torch.device(args.device)
+    setups = {case: build(case, args, device) for case in CASES}
+    for method, x, y in setups.values():
+        time_steps(method, x, y, 1, device)  # warm-up
+    samples: dict[str, list[float]] = {case: [] for case in CASES}
+    for _ in range(rounds):
+        for case, (method, x, y) in setups.items():
+            samples[case].append(time_steps(method, x, y, steps, device))
+    report(args, device, steps, rounds, samples)
+
+
+def machine(device: torch.device) -> dict:
+    """Where the figures were measured."""
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
+    return {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
+            "gpu": gpu, "threads": torch.get_num_threads()}
+
+
+def report(args, device, steps: int, rounds: int, samples: dict[str, list[float]]) -> None:
+    """Print the table and write the JSON."""
+    base, base_med = min(samples["sgd"]), statistics.median(samples["sgd"])
+    rows = []
+    print(f"{'method':<20} {'ms/step':>9} {'× sgd':>7} {'median ms':>10} {'× sgd':>7}  theory")
+    for case, times in samples.items():
+        best, med = min(times), statistics.median(times)
+        rows.append({"method": case, "ms_per_step": 1e3 * best, "ratio_to_sgd": best / base,
+                     "median_ms_per_step": 1e3 * med, "median_ratio_to_sgd": med / base_med,
+                     "theory": CASES[case][2], "samples_ms": [1e3 * t for t in times]})
+        print(f"{case:<20} {1e3 * best:9.2f} {best / base:7.2f} {1e3 * med:10.2f} {med / base_med:7.2f}  "
+              f"{CASES[case][2]}")
+    result = {
+        "benchmark": "robust_speed",
+        "machine": machine(device),
+        "torch": torch.__version__,
+        "settings": {"model": args.model, "width": args.width, "batch": args.batch, "steps_per_round": steps,
+                     "rounds": rounds, "quick": args.quick},
+        "results": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The ``analoglearn`` command: train, evaluate, diagnose, data, list.
+
+Every user mistake ends in one line on stderr saying what is wrong and what would be valid, and
+exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import AnalogLearnError
+
+# ---------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import fit
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise AnalogLearnError("--resume continues a run with its saved config: give no --config or overrides")
+        summary = fit(None, args.resume, resume=True)  # type: ignore[arg-type]
+        run_dir = Path(args.resume)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(cfg)
+        summary = fit(cfg, run_dir)
+    print(f"results: {run_dir}  (config.yaml, metrics.jsonl, summary.json, last.pt, best.pt)")
+    if summary.get("test_accuracy") is not None:
+        print(f"test accuracy: {summary['test_accuracy']:.2f}%")
+    return 0
+
+
+def default_run_name(cfg: Any) -> str:
+    """``<dataset>-<model>-<method>-s<seed>-<config digest>``."""
+    return f"{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-s{cfg.seed}-{cfg.digest()}".lower()
+
+
+# ---------------------------------------------------------------- data and listings
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from . import data
+    from .registry import DATASETS
+
+    for name in DATASETS.names():
+        print(f"{name:<13} {data.status(name, root=args.root).detail}")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from . import data
+    from .registry import DATASETS
+
+    names = [DATASETS.canonical(name) for name in args.names]  # fail fast on a bad name, before any download
+    for name in names:
+        path = data.fetch(name, root=args.root)
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .plugins import load_builtins
+    from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS
+
+    load_builtins()
+    registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "noise": NOISE_MODELS}[args.what]
+    for name, summary in registry.describe():
+        print(f"{name:<20} {summary}")
+    return 0
+
+
+# ---------------------------------------------------------------- sweeps and reports
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    out = args.out or str(Path("runs") / Path(args.grid).stem)
+    results = sweep(args.grid, out, executor=args.executor, address=args.address, cpus_per_run=args.cpus_per_run)
+    failed = [r for r in results if r["status"] == "failed"]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "skipped", "failed")}
+    print(f"sweep done: {counts['finished']} run, {counts['skipped']} skipped (already finished), "
+          f"{counts['failed']} failed; runs in {out}")
+    for result in failed:
+        print(f"failed: {result['run_dir']}: {result['error']} (details in its summary.json)", file=sys.stderr)
+    if not failed:
+        print(f"next: analoglearn report {out} --out {out}/report")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    out = args.out or str(Path(args.dirs[0]) / "report")
+    written = report(args.dirs, out)
+    print(f"report: {written['report.md']}  ({len(written) - 1} tables and plots in {out})")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analoglearn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model; writes a run directory")
+    train.add_argument("--config", help="YAML config file (defaults are used for what it leaves out)")
+    train.add_argument("--run-dir", help="run directory to create (default: OUT/<dataset>-<model>-...)")
+    train.add_argument("--out", default="runs", help="folder for new run directories (default: runs)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 data.name=FashionMNIST")
+    train.set_defaults(handler=cmd_train)
+
+    data = sub.add_parser("data", help="list or fetch datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    listing = data_sub.add_parser("list", help="where each dataset was found, or how to get it")
+    listing.add_argument("--root", help="data root (default $ANALOGLEARN_DATA or ~/.cache/analoglearn)")
+    listing.set_defaults(handler=cmd_data_list)
+    fetch = data_sub.add_parser("fetch", help="download and verify datasets")
+    fetch.add_argument("names", nargs="+", metavar="NAME", help="MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR100")
+    fetch.add_argument("--root", help="data root (default $ANALOGLEARN_DATA or ~/.cache/analoglearn)")
+    fetch.set_defaults(handler=cmd_data_fetch)
+
+    grid = sub.add_parser("sweep", help="run a grid of runs (skips finished ones, resumes interrupted ones)")
+    grid.add_argument("grid", help="grid YAML file (see recipes/*/ for examples)")
+    grid.add_argument("--out", help="folder of the grid's run directories (default: runs/<grid name>)")
+    grid.add_argument("--executor", default="inprocess", help="inprocess (default) or ray")
+    grid.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
+    grid.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run on a cluster without GPUs")
+    grid.set_defaults(handler=cmd_sweep)
+
+    rep = sub.add_parser("report", help="tables (Markdown, CSV) and plots (PNG) from run directories")
+    rep.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    rep.add_argument("--out", help="output folder (default: DIR/report)")
+    rep.set_defaults(handler=cmd_report)
+
+    lister = sub.add_parser("list", help="list registered models, methods, datasets or noise models")
+    lister.add_argument("what", choices=["models", "methods", "datasets", "noise"])
+    lister.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``analoglearn`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except AnalogLearnError as err:
+        print(f"analoglearn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("analoglearn: interrupted; continue a training run with 'analoglearn train --resume RUN_DIR'",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

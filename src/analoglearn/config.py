@@ -1,0 +1,408 @@
+"""Typed run configuration: dataclasses, YAML files and dotted command-line overrides.
+
+One schema serves every method::
+
+    seed: 0
+    data:   {name: MNIST, batch_size: 128, augment: true}
+    model:  {name: lenet}                     # other keys: the model's options
+    method: {name: sgd}                       # other keys: the method's options
+    optim:  {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4, schedule: cosine}
+    train:  {epochs: 10}
+    eval:   {noise: [{name: additive_gaussian, strengths: [0.02, 0.05]}], trials: 10}
+
+``load_config(path, overrides)`` reads a YAML file, applies overrides such as
+``train.epochs=3`` or ``optim.lr=[0.1,0.05]`` (values parsed as YAML), and validates everything:
+unknown keys, wrong types, out-of-range values and unknown names raise
+:class:`~analoglearn.errors.ConfigError` with the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS, Registry
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, and how batches are made."""
+
+    name: str = "MNIST"
+    """Dataset name: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR100 or Synthetic."""
+    batch_size: int = 128
+    """Training batch size (the last, smaller batch of an epoch is kept)."""
+    eval_batch_size: int = 1000
+    """Batch size for evaluation (no effect on results)."""
+    augment: bool = True
+    """Apply the dataset's training augmentation (random crop, flip) of PAPERS.md A.4."""
+    pad_to: int | None = None
+    """Zero-pad raw images centrally to this size (28 → 32 for the Hopfield networks)."""
+    root: str | None = None
+    """Data root; default ``$ANALOGLEARN_DATA``, else ``~/.cache/analoglearn``."""
+    train_subset: int | None = None
+    """Train on a fixed random subset of this many examples (quick runs)."""
+    test_subset: int | None = None
+    """Evaluate on a fixed random subset of this many test examples."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "eval_batch_size")
+        _positive_or_none(self, "pad_to", "train_subset", "test_subset")
+
+
+@dataclass
+class ModelConfig:
+    """The network: a registered model name and its options."""
+
+    name: str = "lenet"
+    """Model name (``analoglearn list models``)."""
+    options: Any = None
+    """The model's options dataclass (written flat beside ``name`` in YAML)."""
+
+
+@dataclass
+class MethodConfig:
+    """The training method: a registered method name and its options."""
+
+    name: str = "sgd"
+    """Method name (``analoglearn list methods``): sgd, sam, asam, rwp, CL, PEP, NEP, CEP, ..."""
+    options: Any = None
+    """The method's options dataclass (written flat beside ``name`` in YAML)."""
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class OptimConfig:
+    """The torch optimiser and its learning-rate schedule (stepped per epoch)."""
+
+    name: str = "sgd"
+    """One of sgd, adam, adamw."""
+    lr: float | list[float] = 0.05
+    """Learning rate; a list gives one rate per layer group of the model (``model.param_groups()``)."""
+    momentum: float = 0.9
+    """Momentum (sgd) or β1 (adam, adamw)."""
+    weight_decay: float = 5.0e-4
+    """L2 weight decay on all parameters (decoupled for adamw)."""
+    nesterov: bool = False
+    """Nesterov momentum (sgd)."""
+    schedule: str = "cosine"
+    """constant, cosine (to ``lr_min`` at the last epoch, as CosineAnnealingLR) or linear."""
+    lr_min: float = 0.0
+    """Final learning rate of the cosine and linear schedules."""
+
+    def __post_init__(self) -> None:
+        _choice(self, "name", OPTIMIZERS)
+        _choice(self, "schedule", LR_SCHEDULES)
+        rates = self.lr if isinstance(self.lr, list) else [self.lr]
+        if not rates or any(not r > 0 for r in rates):
+            raise ConfigError(f"optim.lr must be > 0 (a number or a list of numbers), got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0 or self.lr_min < 0:
+            raise ConfigError("optim.momentum, optim.weight_decay and optim.lr_min must be ≥ 0")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 10
+    """Number of epochs."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, mps, or auto (cuda when available, else cpu)."""
+    checkpoint_every: int | str = "epoch"
+    """``epoch`` (checkpoint at every epoch end) or N: also every N optimiser steps."""
+    eval_every: int = 1
+    """Evaluate on the test set every this many epochs (and always after the last)."""
+    progress: bool | None = None
+    """Show a progress bar; default: only when output is a terminal."""
+    threads: int | None = None
+    """CPU threads for torch (``torch.set_num_threads``); default: torch's choice."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "eval_every")
+        _positive_or_none(self, "threads")
+        every = self.checkpoint_every
+        if every != "epoch" and not (isinstance(every, int) and not isinstance(every, bool) and every > 0):
+            raise ConfigError(f"train.checkpoint_every must be 'epoch' or a positive step count, got {every!r}")
+
+
+@dataclass
+class NoiseSpec:
+    """One weight-noise model to evaluate the trained network under."""
+
+    name: str = "additive_gaussian"
+    """Noise model name (``analoglearn list noise``)."""
+    strengths: list[float] = field(default_factory=lambda: [0.02, 0.05])
+    """Strengths to evaluate (σ, drift time, fault probability, levels: see the model)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Further options of the noise model (written flat beside ``name`` in YAML)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation after training: clean, and under weight noise (Monte Carlo)."""
+
+    noise: list[NoiseSpec] = field(default_factory=list)
+    """Noise models to evaluate under; empty: clean accuracy only."""
+    trials: int = 10
+    """Noise draws per strength; each draw is fixed for the whole test set."""
+    subset: int | None = None
+    """Evaluate under noise on a fixed subset of this many test examples (default: all)."""
+    checkpoint: str = "last"
+    """Which weights to evaluate under noise: last or best."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "trials")
+        _positive_or_none(self, "subset")
+        _choice(self, "checkpoint", ("last", "best"))
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    seed: int = 0
+    """Seed from which the initialisation, data-order, training-noise and evaluation-noise generators derive."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-able data (options flattened beside ``name``)."""
+        return to_plain(self)
+
+    def digest(self) -> str:
+        """Short SHA-256 of the resolved config, for run-directory names."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------- building from plain data
+
+
+def _named(registry: Registry[Any], raw: Any, default: str, where: str) -> tuple[str, Any]:
+    """Split a ``{name: ..., **options}`` section; validate the name and the options."""
+    section = dict(_mapping(raw, where))
+    name = registry.canonical(section.pop("name", default))
+    return name, registry.build_options(name, section)
+
+
+def build_config(raw: dict[str, Any] | None) -> Config:
+    """Validate plain data (from YAML) into a :class:`Config`."""
+    from .plugins import load_builtins
+
+    load_builtins()
+    raw = dict(_mapping(raw or {}, "config"))
+    valid = [f.name for f in dataclasses.fields(Config)]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(valid)}")
+    cfg = Config(seed=_coerce(raw.get("seed", 0), int, "seed"))
+    data = build_dataclass(DataConfig, raw.get("data", {}), where="data")
+    data.name = DATASETS.canonical(data.name)
+    cfg.data = data
+    cfg.model = ModelConfig(*_named(MODELS, raw.get("model", {}), "lenet", "model"))
+    cfg.method = MethodConfig(*_named(METHODS, raw.get("method", {}), "sgd", "method"))
+    cfg.optim = build_dataclass(OptimConfig, raw.get("optim", {}), where="optim")
+    cfg.train = build_dataclass(TrainConfig, raw.get("train", {}), where="train")
+    cfg.eval = _build_eval(raw.get("eval", {}))
+    return cfg
+
+
+def _build_eval(raw: Any) -> EvalConfig:
+    section = dict(_mapping(raw, "eval"))
+    specs = []
+    for i, item in enumerate(_sequence(section.pop("noise", []), "eval.noise")):
+        item = dict(_mapping(item, f"eval.noise[{i}]"))
+        name = NOISE_MODELS.canonical(item.pop("name", "additive_gaussian"))
+        strengths = _coerce(item.pop("strengths", [0.02, 0.05]), list[float], f"eval.noise[{i}].strengths")
+        if not strengths or any(s < 0 for s in strengths):
+            raise ConfigError(f"eval.noise[{i}].strengths must be a non-empty list of numbers ≥ 0")
+        options = NOISE_MODELS.build_options(name, item)
+        specs.append(NoiseSpec(name, strengths, to_plain(options) if options is not None else {}))
+    evaluation = build_dataclass(EvalConfig, section, where="eval")
+    evaluation.noise = specs
+    return evaluation
+
+
+def build_dataclass(cls: type, values: Any, *, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, checking keys and types.
+
+    Raises :class:`ConfigError` naming ``where`` and the valid fields for an unknown key, and the
+    expected type for a value of the wrong type; ``__post_init__`` checks ranges.
+    """
+    values = _mapping(values, where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(sorted(fields))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"invalid {where}: {err}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` (int, float, bool, str, list[...], X | None, ...)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(_sequence(value, where))]
+    if origin is dict:
+        return dict(_mapping(value, where))
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where=where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+    )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {value!r}")
+    return value
+
+
+def _sequence(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list, got {value!r}")
+    return list(value)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(obj, name)!r}")
+
+
+def _positive_or_none(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) is not None and not getattr(obj, name) > 0:
+            raise ConfigError(f"{name} must be > 0 or null, got {getattr(obj, name)!r}")
+
+
+def _choice(obj: Any, name: str, valid: tuple[str, ...]) -> None:
+    if getattr(obj, name) not in valid:
+        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {getattr(obj, name)!r}")
+
+
+# ---------------------------------------------------------------- plain data, files, overrides
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses → dicts (``options`` flattened beside ``name``), tuples → lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "options":
+                out.update(to_plain(value) or {})
+            else:
+                out[f.name] = to_plain(value)
+        return out
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` → ``(["optim", "lr"], 0.1)``; the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.epochs=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def set_path(raw: dict[str, Any], path: list[str], value: Any, text: str | None = None) -> None:
+    """Set ``raw[path[0]][path[1]]... = value`` in place, creating sections as needed."""
+    node = raw
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {text or '.'.join(path)!r}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to plain config data (a new dict is returned)."""
+    out = json.loads(json.dumps(raw))
+    for text in overrides:
+        path, value = parse_override(text)
+        set_path(out, path, value, text)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or malformed file raises :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    return _mapping(data, f"config file {str(path)!r}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (or start from the defaults), apply overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    return build_config(apply_overrides(raw, list(overrides)))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text of plain data, keys in schema order."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)

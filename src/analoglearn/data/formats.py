@@ -1,0 +1,215 @@
+"""Readers (and a writer for IDX) of the real dataset file formats.
+
+Every reader validates what it reads and raises :class:`~analoglearn.errors.DataError` naming the
+file and the fix when a file is truncated, corrupt or not what it claims to be. Images come back as
+uint8 tensors ``(N, C, H, W)``, labels as int64 tensors ``(N,)``.
+
+- IDX (MNIST, Fashion-MNIST), raw or gzipped: 2 zero bytes, a type code, the number of dimensions
+  ``d``, ``d`` big-endian uint32 sizes, then the values in big-endian, row-major order.
+- CIFAR-10/100 python batches: pickled dicts with ``b'data'`` (uint8 ``(N, 3072)``: the red, green
+  and blue 32×32 planes of each image, row-major) and ``b'labels'`` (CIFAR-10) or ``b'fine_labels'``
+  (CIFAR-100). Unpickling is restricted to numpy arrays and builtins, so a file that tries to run
+  code is refused.
+- SVHN ``*_32x32.mat`` (MATLAB v5): ``X`` uint8 ``(32, 32, 3, N)`` and ``y`` ``(N, 1)`` with digit 0
+  stored as label 10.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import pickle
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+# IDX type code -> big-endian numpy dtype.
+IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+
+def _damaged(path: Path, what: str) -> DataError:
+    return DataError(f"{path} is damaged: {what}. Replace it with an intact copy.")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The content of ``path``, decompressed when the name ends in ``.gz``."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(path, f"cannot read it ({exc})") from exc
+
+
+def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """Decode IDX bytes into a native-endian numpy array of the stored shape and type."""
+    path = Path(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise _damaged(path, "not an IDX file (it must start with two zero bytes)")
+    code, ndim = data[2], data[3]
+    if code not in IDX_TYPES:
+        raise _damaged(path, f"unknown IDX type code 0x{code:02X} (valid: 0x08 0x09 0x0B 0x0C 0x0D 0x0E)")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise _damaged(path, f"IDX header truncated ({len(data)} bytes for {ndim} dimensions)")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_TYPES[code]
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise _damaged(path, f"{len(data)} bytes where dimensions {dims} need {expected} (truncated?)")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw, or gzipped when the name ends in ``.gz``) into a numpy array."""
+    return parse_idx(read_bytes(path), path)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file, gzipped when the name ends in ``.gz`` (the inverse of read_idx)."""
+    array = np.asarray(array)
+    big = array.dtype.newbyteorder(">")
+    code = next((c for c, dt in IDX_TYPES.items() if dt == big), None)
+    if code is None:
+        raise DataError(f"IDX cannot store {array.dtype}; use uint8, int8, int16, int32, float32 or float64.")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    path = Path(path)
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    path.write_bytes(payload)
+
+
+def read_idx_images(path: str | Path) -> torch.Tensor:
+    """MNIST-style images: a uint8 IDX of shape ``(N, H, W)`` → uint8 tensor ``(N, 1, H, W)``."""
+    array = read_idx(path)
+    if array.ndim != 3 or array.dtype != np.uint8:
+        raise _damaged(Path(path), f"expected uint8 images (N, H, W), found {array.dtype} {array.shape}")
+    return torch.from_numpy(array.copy()).unsqueeze(1)
+
+
+def read_idx_labels(path: str | Path, num_classes: int = 10) -> torch.Tensor:
+    """MNIST-style labels: a uint8 IDX of shape ``(N,)`` with values < num_classes → int64 ``(N,)``."""
+    array = read_idx(path)
+    if array.ndim != 1 or array.dtype != np.uint8:
+        raise _damaged(Path(path), f"expected uint8 labels (N,), found {array.dtype} {array.shape}")
+    _check_labels(Path(path), array, num_classes)
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise _damaged(path, f"labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds numpy arrays and builtins and refuses every other global."""
+
+    _ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        if module in ("numpy", "_codecs"):
+            return getattr(importlib.import_module(module), name)
+        try:  # numpy >= 2 moved numpy.core to numpy._core
+            core = importlib.import_module(module.replace("numpy.core", "numpy._core"))
+        except ImportError:
+            core = importlib.import_module(module.replace("numpy._core", "numpy.core"))
+        return getattr(core, name)
+
+
+def unpickle(path: str | Path) -> Any:
+    """Unpickle a CIFAR batch with ``encoding='bytes'``, allowing only numpy arrays and builtins."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except OSError as exc:
+        raise _damaged(path, f"cannot read it ({exc})") from exc
+    except Exception as exc:  # truncated or corrupt pickles raise many types
+        raise _damaged(path, f"not a readable CIFAR python batch ({type(exc).__name__}: {exc})") from exc
+
+
+def read_cifar_batch(
+    path: str | Path, label_key: bytes = b"labels", num_classes: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR python batch → images uint8 ``(N, 3, 32, 32)`` and labels int64 ``(N,)``.
+
+    ``label_key`` is ``b'labels'`` for CIFAR-10 and ``b'fine_labels'`` for CIFAR-100.
+    Row ``i`` of ``b'data'`` holds 1024 red, then 1024 green, then 1024 blue values, each plane
+    row-major, so ``reshape(N, 3, 32, 32)`` gives channels-first images.
+    """
+    path = Path(path)
+    entry = unpickle(path)
+    if not isinstance(entry, dict) or b"data" not in entry or label_key not in entry:
+        keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise _damaged(path, f"expected a dict with b'data' and {label_key!r}, found {keys}")
+    data, labels = np.asarray(entry[b"data"]), np.asarray(entry[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise _damaged(path, f"b'data' must be uint8 (N, 3072), found {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise _damaged(path, f"{data.shape[0]} images but labels of shape {labels.shape} ({labels.dtype})")
+    _check_labels(path, labels, num_classes)
+    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def read_cifar(
+    paths: list[Path], label_key: bytes = b"labels", num_classes: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the CIFAR batches ``paths`` (e.g. ``data_batch_1..5``) in order."""
+    parts = [read_cifar_batch(p, label_key, num_classes) for p in paths]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def read_svhn_mat(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """An SVHN ``*_32x32.mat`` file → images uint8 ``(N, 3, 32, 32)`` and labels int64 ``(N,)``.
+
+    ``X`` is stored ``(H, W, C, N)``, so images are ``X.transpose(3, 2, 0, 1)``; label 10 means digit 0.
+    """
+    path = Path(path)
+    try:
+        import scipy.io  # lazy: only SVHN needs scipy
+
+        mat = scipy.io.loadmat(path)
+    except OSError as exc:
+        raise _damaged(path, f"cannot read it ({exc})") from exc
+    except Exception as exc:  # scipy raises ValueError, MatReadError, TypeError... on damaged files
+        raise _damaged(path, f"not a readable SVHN .mat file ({type(exc).__name__}: {exc})") from exc
+    if "X" not in mat or "y" not in mat:
+        raise _damaged(path, f"expected variables 'X' and 'y', found {sorted(k for k in mat if k[0] != '_')}")
+    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise _damaged(path, f"X must be uint8 (32, 32, 3, N), found {x.dtype} {x.shape}")
+    if y.shape != (x.shape[3],) or (y.size and (y.min() < 1 or y.max() > 10)):
+        raise _damaged(path, f"y must hold {x.shape[3]} labels in 1..10, found shape {y.shape}")
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
+    labels = torch.from_numpy(y.astype(np.int64) % 10)
+    return images, labels

@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Every mistake a user can make (an unknown name, a value out of range, a missing or damaged file)
+raises a subclass of :class:`AnalogLearnError` whose message says what is wrong and what would be
+valid. The command line prints that message and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AnalogLearnError(Exception):
+    """A mistake in the user's input: the message names the problem and the fix."""
+
+
+class ConfigError(AnalogLearnError, ValueError):
+    """An invalid configuration value, key or name."""
+
+
+class DataError(AnalogLearnError):
+    """A dataset that is missing, damaged or does not match its specification."""
+
+
+class CheckpointError(AnalogLearnError):
+    """A checkpoint or run directory that cannot be used as asked."""
+
+
+class TrainingDiverged(AnalogLearnError):
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""

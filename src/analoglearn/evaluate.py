@@ -1,0 +1,294 @@
+"""Clean accuracy, and Monte-Carlo accuracy under weight noise, with statistics.
+
+Paper B (Jacobson et al., arXiv 2602.07320), §B.1: one noise draw is held fixed for the whole test
+set in a *trial*; several trials (≥ 5, better 10) give mean ± std; the clean weights are restored
+after each trial; BatchNorm statistics are kept or recalibrated on training images after each draw.
+
+Trial t of a noise model at strength s draws from a generator seeded by
+``trial_seed(seed, name, s, t)`` (a SHA-256 of the four), so every model evaluated with the same
+evaluation seed sees the same trial seeds: comparisons between models are *paired*. (Equal seeds
+give equal corruptions for models of equal shape; for other models they are still independent of
+everything else, which keeps runs reproducible.)
+
+Every result is a dataclass with ``to_dict()`` giving plain JSON-able data. Accuracies are in %.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .noise import NoiseModel, from_config, perturbed
+
+Predict = Callable[[torch.Tensor], torch.Tensor]
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+BN_POLICIES = ("keep", "recalibrate")
+DRAW_ON = ("cpu", "model")
+
+
+def t_quantile_975(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (NaN for dof < 1)."""
+    if dof < 1:
+        return float("nan")
+    from scipy.stats import t  # local: scipy is only needed here
+
+    return float(t.ppf(0.975, dof))
+
+
+@dataclass
+class Accuracy:
+    """Accuracy of one pass over a loader: ``top1`` and ``top5`` in % (``top5`` None when K < 5)."""
+
+    top1: float
+    top5: float | None
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def accuracy(predict: Predict, loader: Batches) -> Accuracy:
+    """Top-1 (and top-5 when the scores have K ≥ 5 classes) accuracy of ``predict`` over ``loader``.
+
+    Args:
+        predict: maps inputs ``(B, ...)`` to class scores ``(B, K)`` (e.g. ``Method.predict``).
+        loader: an iterable of ``(x, y)`` batches, ``y`` integer labels ``(B,)``.
+    """
+    right = right5 = count = 0
+    many = False
+    for x, y in loader:
+        scores = predict(x)
+        y = y.to(scores.device)
+        right += int((scores.argmax(1) == y).sum())
+        if scores.shape[1] >= 5:
+            many = True
+            right5 += int((scores.topk(5, dim=1).indices == y[:, None]).any(1).sum())
+        count += int(y.shape[0])
+    if count == 0:
+        raise ConfigError("cannot measure accuracy on an empty loader.")
+    return Accuracy(100.0 * right / count, 100.0 * right5 / count if many else None, count)
+
+
+def trial_seed(seed: int, noise_name: str, strength: float, trial: int) -> int:
+    """The seed of trial ``trial``: 63 bits of SHA-256 of ``(seed, noise name, strength, trial)``."""
+    text = f"{int(seed)}|{noise_name.lower()}|{float(strength)!r}|{int(trial)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """mean, sample std (n − 1), min, max and the 95 % Student-t confidence interval of the mean
+    (``None`` for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else None
+    ci95 = None if half is None else [mean - half, mean + half]
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "ci95": ci95}
+
+
+@dataclass
+class NoisyAccuracy:
+    """Accuracy (%) under ``trials`` draws of one noise model at one strength.
+
+    ``per_trial`` lists the top-1 accuracy of each trial and ``seeds`` its generator seed;
+    ``ci95`` is mean ± t₀.₉₇₅(T−1)·std/√T (``None`` when T = 1).
+    """
+
+    noise: str
+    strength: float
+    trials: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    ci95: list[float] | None
+    per_trial: list[float]
+    seeds: list[int]
+    per_trial_top5: list[float] | None = None
+    bn: str = "keep"
+    draw_on: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def recalibrated_batchnorm(model: nn.Module, loader: Batches | None, images: int) -> Iterator[None]:
+    """Inside the block, BatchNorm running statistics are re-estimated on ``images`` training images.
+
+    Statistics are reset, then averaged over forward passes of the first ``images`` examples of
+    ``loader`` with only the BatchNorm layers in train mode: batch b of n_b images enters with momentum
+    n_b/(n_1 + … + n_b), so ``running_mean`` is the mean over all N images (``running_var`` the
+    image-weighted mean of the batch variances). The original statistics, momenta and modes are
+    restored on exit.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        yield
+        return
+    if loader is None:
+        raise ConfigError("bn='recalibrate' needs a calibration loader of training images.")
+    saved = [(m.momentum, m.training, {k: b.clone() for k, b in m.named_buffers(recurse=False)})
+             for m in layers]
+    try:
+        _recalibrate(model, layers, loader, images)
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (momentum, mode, buffers) in zip(layers, saved):
+                m.momentum, m.training = momentum, mode
+                for k, b in m.named_buffers(recurse=False):
+                    b.copy_(buffers[k])
+
+
+@torch.no_grad()
+def _recalibrate(model: nn.Module, layers: list[nn.Module], loader: Batches, images: int) -> None:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.train()
+    seen = 0
+    for x, _ in loader:
+        part = x[: images - seen]
+        seen += int(part.shape[0])
+        for m in layers:
+            m.momentum = part.shape[0] / seen
+        model(part)
+        if seen >= images:
+            break
+    for m, mode in modes:
+        m.training = mode
+    for m in layers:
+        m.eval()
+
+
+def noisy_accuracy(
+    predict: Predict,
+    model: nn.Module,
+    loader: Batches,
+    noise_model: NoiseModel,
+    *,
+    trials: int = 10,
+    seed: int = 0,
+    bn: str = "keep",
+    calibration: Batches | None = None,
+    calibration_images: int = 2000,
+    draw_on: str = "cpu",
+) -> NoisyAccuracy:
+    """Monte-Carlo accuracy of ``predict`` while ``model``'s weights carry one draw per trial.
+
+    Args:
+        predict: scores of a batch, computed with ``model`` (e.g. ``method.predict``).
+        model: the module whose weights the noise corrupts in place (restored after each trial).
+        loader: test batches ``(x, y)``; iterated once per trial.
+        noise_model: the corruption, at its strength.
+        trials: T ≥ 1 draws.
+        seed: the evaluation seed (see :func:`trial_seed`).
+        bn: ``keep`` the BatchNorm statistics, or ``recalibrate`` them after each draw.
+        calibration: training batches for recalibration.
+        calibration_images: N, the number of training images used to recalibrate.
+        draw_on: ``cpu`` draws the noise with a CPU generator (the same trials on every machine) and
+            moves it to the model; ``model`` draws on the model's device (faster on a GPU, but a trial's
+            corruption then depends on the device type).
+    """
+    if trials < 1:
+        raise ConfigError(f"trials must be ≥ 1; got {trials}.")
+    if bn not in BN_POLICIES:
+        raise ConfigError(f"bn must be one of {', '.join(BN_POLICIES)}; got {bn!r}.")
+    if draw_on not in DRAW_ON:
+        raise ConfigError(f"draw_on must be one of {', '.join(DRAW_ON)}; got {draw_on!r}.")
+    device = next(model.parameters()).device if draw_on == "model" else torch.device("cpu")
+    seeds = [trial_seed(seed, noise_model.name, noise_model.strength, t) for t in range(trials)]
+    results = []
+    for s in seeds:
+        generator = torch.Generator(device=device).manual_seed(s)
+        with perturbed(model, noise_model, generator):
+            calib = recalibrated_batchnorm(model, calibration, calibration_images)
+            with calib if bn == "recalibrate" else contextlib.nullcontext():
+                results.append(accuracy(predict, loader))
+    top1 = [r.top1 for r in results]
+    top5 = [r.top5 for r in results] if results[0].top5 is not None else None
+    options = {k: v for k, v in asdict(noise_model).items() if k != noise_model.strength_field}
+    return NoisyAccuracy(noise_model.name, noise_model.strength, trials, **summarize(top1), per_trial=top1,
+                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=_plain(options))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively, so results serialise to JSON."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class RobustnessCurve:
+    """Noisy accuracy over a grid of strengths and the area under the mean-accuracy curve.
+
+    ``area`` = ∫ mean accuracy d(strength) by the trapezoid rule over the sorted grid (% × strength
+    unit); ``normalized_area`` = area / (s_max − s_min), a mean accuracy in % (None for one point).
+    """
+
+    noise: str
+    strengths: list[float]
+    points: list[NoisyAccuracy]
+    area: float
+    normalized_area: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """∫ y dx by the trapezoid rule over points sorted by x."""
+    pts = sorted(zip(xs, ys))
+    return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(pts))
+
+
+def robustness_curve(
+    predict: Predict,
+    model: nn.Module,
+    loader: Batches,
+    noise_model: NoiseModel,
+    strengths: Sequence[float],
+    **kwargs: Any,
+) -> RobustnessCurve:
+    """:func:`noisy_accuracy` at every strength of ``strengths`` (keyword arguments passed on)."""
+    if not strengths:
+        raise ConfigError("a robustness curve needs at least one strength.")
+    points = [
+        noisy_accuracy(predict, model, loader, noise_model.with_strength(s), **kwargs) for s in strengths
+    ]
+    xs = [p.strength for p in points]
+    area = trapezoid(xs, [p.mean for p in points])
+    span = max(xs) - min(xs)
+    return RobustnessCurve(noise_model.name, xs, points, area, area / span if span > 0 else None)
+
+
+def evaluate_noise(
+    predict: Predict, model: nn.Module, loader: Batches, specs: Sequence[dict[str, Any]], **kwargs: Any
+) -> list[RobustnessCurve]:
+    """One robustness curve per config entry ``{name, strengths, **options}`` (the ``eval.noise`` list).
+
+    Keyword arguments (trials, seed, bn, calibration, calibration_images) go to :func:`noisy_accuracy`.
+    """
+    curves = []
+    for spec in specs:
+        strengths = spec.get("strengths")
+        if not strengths:
+            raise ConfigError(f"noise entry {spec} needs a non-empty 'strengths' list.")
+        curves.append(robustness_curve(predict, model, loader, from_config(spec), strengths, **kwargs))
+    return curves

@@ -1,0 +1,315 @@
+"""Tables (Markdown, CSV) and plots (PNG) from run directories.
+
+``analoglearn report DIR... --out R`` finds every finished run under the given directories and
+groups runs that differ only in their seed. The config keys that vary between groups become the
+table's columns, so one report serves every grid:
+
+- ``results``: test error (%) mean ± std over seeds, per configuration;
+- ``error_by_dataset``: test error with datasets as columns (the layout of paper A's tables,
+  algorithm × dataset) when several datasets are present;
+- ``noise_<model>``: accuracy (%) under a weight-noise model with σ_test as columns (paper B's
+  layouts: method × σ_test, σ_train × σ_test), mean over seeds of the trial means, ± the std over
+  all trials of all seeds;
+- plots: ``curves.png`` (test error per epoch), ``noise_<model>.png`` (accuracy against strength
+  with ±std bands) and ``relaxation.png`` (residual and energy against relaxation iterations, for
+  runs that recorded them in ``relaxation.json``).
+
+Timings are kept out of the result tables (they go to ``timings.csv``), so a rerun gives
+identical tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AnalogLearnError
+from .runs import CONFIG, RunDir, write_text
+
+
+@dataclass
+class Run:
+    """A finished run as the report sees it."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    flat: dict[str, Any] = field(default_factory=dict)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists become JSON text so they can be compared."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def find_runs(dirs: list[str | Path]) -> list[Run]:
+    """Every finished run at or under ``dirs``; none found raises AnalogLearnError."""
+    runs = []
+    for root in dirs:
+        root = Path(root)
+        if not root.exists():
+            raise AnalogLearnError(f"{str(root)!r} does not exist; give run or sweep directories")
+        for config in sorted([root / CONFIG] if (root / CONFIG).is_file() else root.rglob(CONFIG)):
+            run = RunDir(config.parent)
+            if run.finished():
+                cfg = run.raw_config()
+                runs.append(Run(run.path, cfg, run.summary() or {}, run.metrics(), flatten(cfg)))
+    if not runs:
+        raise AnalogLearnError(f"no finished runs under {', '.join(map(str, dirs))}; train or sweep first")
+    return runs
+
+
+IGNORED = ("seed", "train.progress", "train.threads", "train.device", "data.root", "data.eval_batch_size")
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """Config keys (dotted) whose value differs between runs, seed and machine settings excluded."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.flat if k not in keys]
+    return [k for k in keys if k not in IGNORED and len({json.dumps(r.flat.get(k)) for r in runs}) > 1]
+
+
+def group(runs: list[Run], keys: list[str]) -> dict[tuple[Any, ...], list[Run]]:
+    """Runs grouped by their values of ``keys``, groups sorted by those values."""
+    groups: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[tuple(run.flat.get(k) for k in keys)].append(run)
+    return dict(sorted(groups.items(), key=lambda item: [sort_key(v) for v in item[0]]))
+
+
+def sort_key(value: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, then everything else as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+
+
+def pm(values: list[float]) -> str:
+    """``mean ± std`` with two decimals (just the value for a single run)."""
+    mean, std = mean_std(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def label(keys: list[str], values: tuple[Any, ...]) -> str:
+    """``method.name=CEP, data.name=MNIST`` (or ``all runs`` when nothing varies)."""
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
+
+
+# ---------------------------------------------------------------- tables
+
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def results_table(runs: list[Run], keys: list[str]) -> Table:
+    """Test error mean ± std over seeds, one row per configuration."""
+    rows = []
+    for values, members in group(runs, keys).items():
+        errors = [r.summary["test_error"] for r in members]
+        best = [r.summary["best_test_error"] for r in members]
+        rows.append([*map(str, values), str(len(members)), pm(errors), pm(best)])
+    return "Test error (%) by configuration", [*keys, "seeds", "test error", "best test error"], rows
+
+
+def dataset_table(runs: list[Run], keys: list[str]) -> Table | None:
+    """Test error with datasets as columns (algorithm × dataset), when several datasets are present."""
+    if "data.name" not in keys:
+        return None
+    rest = [k for k in keys if k != "data.name"]
+    datasets = list(dict.fromkeys(r.flat["data.name"] for r in runs))
+    rows = []
+    for values, members in group(runs, rest).items():
+        cells = []
+        for name in datasets:
+            errors = [r.summary["test_error"] for r in members if r.flat["data.name"] == name]
+            cells.append(pm(errors) if errors else "")
+        rows.append([*map(str, values), *cells])
+    return "Test error (%) by configuration × dataset", [*rest, *datasets], rows
+
+
+def noise_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
+    """Accuracy under each noise model, σ_test as columns."""
+    by_noise: dict[str, dict[tuple[Any, ...], dict[float, list[list[float]]]]] = defaultdict(dict)
+    for values, members in group(runs, keys).items():
+        for run in members:
+            for item in run.summary.get("noise", []):
+                cells = by_noise[item["noise"]].setdefault(values, defaultdict(list))
+                cells[float(item["strength"])].append(item["per_trial"])
+    tables = {}
+    for noise, rows_by_group in by_noise.items():
+        strengths = sorted({s for cells in rows_by_group.values() for s in cells})
+        rows = []
+        for values, cells in rows_by_group.items():
+            row = [*map(str, values)]
+            for s in strengths:
+                trials = cells.get(s, [])
+                if not trials:
+                    row.append("")
+                    continue
+                mean = sum(sum(t) / len(t) for t in trials) / len(trials)
+                _, std = mean_std([v for t in trials for v in t])
+                row.append(f"{mean:.2f} ± {std:.2f}")
+            rows.append(row)
+        title = f"Accuracy (%) under {noise} noise by configuration × strength (mean over seeds ± std over trials)"
+        tables[noise] = (title, [*keys, *[f"{s:g}" for s in strengths]], rows)
+    return tables
+
+
+def markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table with its title."""
+    title, header, rows = table
+    header = header or ["configuration"]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, table: Table) -> None:
+    """The table as CSV (header row first), written atomically."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(table[1])
+    writer.writerows(table[2])
+    write_text(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: list[Run], keys: list[str], path: Path) -> None:
+    """Test error per epoch, mean over seeds, one line per configuration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for values, members in group(runs, keys).items():
+        epochs = sorted({m["epoch"] for r in members for m in r.metrics if "test_error" in m})
+        means = [mean_std([m["test_error"] for r in members for m in r.metrics
+                           if m["epoch"] == e and "test_error" in m])[0] for e in epochs]
+        ax.plot(epochs, means, marker="o", label=label(keys, values))
+    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log", title="Training curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None:
+    """Accuracy against noise strength (strength 0 = clean), mean ± std band, one line per configuration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for values, members in group(runs, keys).items():
+        points: dict[float, list[float]] = defaultdict(list)
+        for run in members:
+            if run.summary.get("test_accuracy") is not None:
+                points[0.0].append(run.summary["test_accuracy"])
+            for item in run.summary.get("noise", []):
+                if item["noise"] == noise:
+                    points[float(item["strength"])] += item["per_trial"]
+        if len(points) < 2:
+            continue
+        xs = sorted(points)
+        stats = [mean_std(points[x]) for x in xs]
+        mean = [m for m, _ in stats]
+        ax.plot(xs, mean, marker="o", label=label(keys, values))
+        ax.fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
+    ax.set(xlabel=f"{noise} strength", ylabel="test accuracy (%)", title=f"Accuracy under {noise} weight noise")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_relaxation(runs: list[Run], keys: list[str], path: Path) -> bool:
+    """Residual and energy against relaxation iterations, from runs that wrote ``relaxation.json``."""
+    traces = [(r, json.loads((r.path / "relaxation.json").read_text())) for r in runs
+              if (r.path / "relaxation.json").is_file()]
+    if not traces:
+        return False
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for run, trace in traces:
+        name = label(keys, tuple(run.flat.get(k) for k in keys)) + f" (seed {run.flat.get('seed')})"
+        for schedule, curve in trace.items():
+            its = range(1, len(curve["residual"]) + 1)
+            left.semilogy(its, curve["residual"], label=f"{name}: {schedule}")
+            right.plot(its, curve["energy"], label=f"{name}: {schedule}")
+    left.set(xlabel="iteration", ylabel="residual max|Δs|", title="Relaxation: residual")
+    right.set(xlabel="iteration", ylabel="mean energy E", title="Relaxation: energy")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Write ``report.md``, CSV tables and PNG plots to ``out``; return the written files by name."""
+    runs = find_runs(dirs)
+    keys = varying_keys(runs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, Table] = {"results": results_table(runs, keys)}
+    by_dataset = dataset_table(runs, keys)
+    if by_dataset is not None:
+        tables["error_by_dataset"] = by_dataset
+    for noise, table in noise_tables(runs, keys).items():
+        tables[f"noise_{noise}"] = table
+    written: dict[str, Path] = {}
+    for name, table in tables.items():
+        write_csv(out / f"{name}.csv", table)
+        written[f"{name}.csv"] = out / f"{name}.csv"
+    timing = ("Training time (s)", ["run", "train seconds"],
+              [[r.path.name, f"{r.summary.get('train_seconds', float('nan')):.1f}"] for r in runs])
+    write_csv(out / "timings.csv", timing)
+    plot_curves(runs, keys, out / "curves.png")
+    plots = ["curves.png"]
+    for noise in noise_tables(runs, keys):
+        plot_noise(runs, keys, noise, out / f"noise_{noise}.png")
+        plots.append(f"noise_{noise}.png")
+    if plot_relaxation(runs, keys, out / "relaxation.png"):
+        plots.append("relaxation.png")
+    text = [f"# analoglearn report\n\n{len(runs)} finished runs from {', '.join(map(str, dirs))}.\n"]
+    text += [markdown(t) for t in tables.values()]
+    text += [f"![{p}]({p})\n" for p in plots]
+    write_text(out / "report.md", "\n".join(text))
+    written.update({p: out / p for p in plots})
+    written["report.md"] = out / "report.md"
+    return written

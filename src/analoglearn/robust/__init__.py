@@ -1,0 +1,35 @@
+"""Noise-robust training: perturbation wrappers (SAM, ASAM, RWP), schedules and diagnostics.
+
+Paper B (Jacobson et al., arXiv 2602.07320), §B.2. Each wrapper takes any torch optimiser and a
+closure that fills ``.grad`` (DESIGN.md), so it also wraps an energy-based estimator's step::
+
+    sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), rho=0.05, model=model)
+    loss = sam.step(closure)
+
+Training methods ``sgd``, ``sam``, ``asam`` and ``rwp`` are registered in ``METHODS``
+(:mod:`analoglearn.robust.methods`); schedules in ``SCHEDULES`` (:mod:`analoglearn.robust.schedules`).
+"""
+
+from . import methods  # noqa: F401  (registers the backprop training methods)
+from .diagnostics import EpochDiagnostics, StepDiagnostics
+from .perturbation import Perturbation, frozen_batchnorm
+from .rwp import RWP
+from .sam import ASAM, SAM
+from .schedules import Constant, CosineIncrease, Feedback, Linear, Power, Quadratic, Schedule
+
+__all__ = [
+    "ASAM",
+    "RWP",
+    "SAM",
+    "Constant",
+    "CosineIncrease",
+    "EpochDiagnostics",
+    "Feedback",
+    "Linear",
+    "Perturbation",
+    "Power",
+    "Quadratic",
+    "Schedule",
+    "StepDiagnostics",
+    "frozen_batchnorm",
+]

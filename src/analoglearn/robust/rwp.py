@@ -1,0 +1,133 @@
+"""Random weight perturbation (RWP): train the clean weights on the loss under weight noise.
+
+Paper B (Jacobson et al., arXiv 2602.07320), §B.2: minimise
+
+    J(w) = λ·E_ε[L(w + ε)] + (1 − λ)·L(w),
+
+ε drawn from the test-time corruption model at strength σ_train. The step uses
+
+    ĝ = λ·(1/K)·Σ_k ∇L(w + ε_k) + (1 − λ)·∇L(w),   ε_k i.i.d.,
+
+the gradients at the perturbed points updating the clean w (each draw is applied in place with
+:func:`analoglearn.noise.perturbed` and restored bit-exact). Cost per step: K closure calls, plus one
+for the clean gradient when λ < 1, when diagnostics are on, or for the feedback schedule. λ = 1,
+K = 1 is a one-pass method (≈ the cost of plain SGD). Over-regularised RWP (σ_train > σ_test) is
+the paper's best setting for noise-robust generalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..method import Progress
+from ..noise import NoiseModel, perturbed
+from .diagnostics import Grads, measure
+from .perturbation import Closure, Perturbation, call, frozen_batchnorm
+from .schedules import Strength
+
+
+class RWP(Perturbation):
+    """RWP around ``base_optimizer``.
+
+    Args:
+        base_optimizer: any torch optimiser.
+        noise: the corruption model (its own strength is replaced by ``sigma`` at each step).
+        sigma: σ_train, a number or a schedule; ``None`` keeps the noise model's strength.
+        model: the network whose layers ``noise`` selects (required).
+        samples: K, noise draws per step.
+        mix: λ ∈ [0, 1], the weight of the perturbed loss.
+        generator: source of the draws (the method's training-noise generator); ``None`` uses
+            torch's global generator.
+        diagnostics: record clean/perturbed losses and gradients each step (forces the clean pass).
+    """
+
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        noise: NoiseModel,
+        sigma: Strength | None = None,
+        *,
+        model: nn.Module,
+        samples: int = 1,
+        mix: float = 1.0,
+        generator: torch.Generator | None = None,
+        diagnostics: bool = False,
+    ) -> None:
+        super().__init__(
+            base_optimizer, noise.strength if sigma is None else sigma, model=model, diagnostics=diagnostics
+        )
+        if not isinstance(model, nn.Module):
+            raise ConfigError("RWP needs the model whose weights it perturbs (model=...).")
+        if int(samples) != samples or samples < 1:
+            raise ConfigError(f"RWP samples must be an integer ≥ 1; got {samples!r}.")
+        if not 0.0 <= mix <= 1.0:
+            raise ConfigError(f"RWP mix λ must be in [0, 1]; got {mix!r}.")
+        self.noise, self.samples, self.mix, self.generator = noise, int(samples), float(mix), generator
+        if not noise.select(model):
+            raise ConfigError(f"noise model {noise.name!r} selects no parameter of {type(model).__name__}.")
+
+    @property
+    def clean_pass(self) -> bool:
+        """Whether a step also computes ∇L(w) (λ < 1, diagnostics or feedback schedule)."""
+        return self.mix < 1.0 or self.needs_record
+
+    def step(self, closure: Closure, progress: Progress | None = None) -> float:
+        """One RWP step; returns J = λ·mean_k L(w+ε_k) + (1−λ)·L(w) (the mean perturbed loss if λ = 1
+        and no clean pass ran)."""
+        sigma = self.current_strength(progress)
+        model_at = self.noise.with_strength(sigma)
+        params = self.params()
+        clean_loss, clean = float("nan"), None
+        if self.clean_pass:
+            self.zero_grad()
+            clean_loss = call(closure)
+            clean = [None if p.grad is None else p.grad.detach().clone() for p in params]
+        acc, losses = self._perturbed_passes(closure, model_at, params, frozen=self.clean_pass)
+        mean_loss = sum(losses) / len(losses)
+        record = None if clean is None else measure(clean_loss, mean_loss, clean, acc, sigma)
+        self._write_grads(params, acc, clean)
+        self._finish(record)
+        return mean_loss if clean is None else self.mix * mean_loss + (1 - self.mix) * clean_loss
+
+    def _perturbed_passes(
+        self, closure: Closure, model_at: NoiseModel, params: list[torch.Tensor], frozen: bool
+    ) -> tuple[list[torch.Tensor | None], list[float]]:
+        """K closure calls at w + ε_k; the mean gradient (1/K)·Σ ∇L(w+ε_k) and the K losses."""
+        acc: list[torch.Tensor | None] = [None] * len(params)
+        losses = []
+        for k in range(self.samples):
+            self.zero_grad()
+            bn_model = self.model if (frozen or k > 0) else None
+            with frozen_batchnorm(bn_model), perturbed(self.model, model_at, self.generator):
+                losses.append(call(closure))
+            for i, p in enumerate(params):
+                if p.grad is not None:  # a fresh tensor each pass: .grad is set to None before each call
+                    g = p.grad.detach() if self.samples == 1 else p.grad.detach() / self.samples
+                    acc[i] = g if acc[i] is None else acc[i].add_(g)
+        return acc, losses
+
+    @torch.no_grad()
+    def _write_grads(
+        self, params: list[torch.Tensor], acc: Grads, clean: Grads | None
+    ) -> None:
+        """Set ``.grad`` = λ·acc + (1−λ)·clean (acc alone when λ = 1)."""
+        for i, p in enumerate(params):
+            g = acc[i]
+            if clean is not None and self.mix < 1.0:
+                parts = [t for t in ((g, self.mix), (clean[i], 1.0 - self.mix)) if t[0] is not None]
+                g = sum(t * w for t, w in parts) if parts else None
+            p.grad = None if g is None else g.to(p.dtype)
+
+    def own_state_dict(self) -> dict:
+        """Step counter, schedule state and the generator's state (if a generator was given)."""
+        state = super().own_state_dict()
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_own_state_dict(self, state: dict) -> None:
+        super().load_own_state_dict(state)
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])

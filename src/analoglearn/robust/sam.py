@@ -1,0 +1,154 @@
+"""Sharpness-aware minimisation (SAM) and its adaptive, scale-invariant variant (ASAM).
+
+SAM (Foret et al., ICLR 2021), as used by Paper B (Jacobson et al., arXiv 2602.07320, §B.2):
+
+    ε* = ρ·g/‖g‖₂,   g = ∇L(w);   w ← base_step(w, ∇L(w + ε*))
+
+ASAM (Kwon et al., ICML 2021) measures the neighbourhood in the scaled coordinates T_w⁻¹w with
+T_w = diag(|w| + η):
+
+    ε* = ρ·T_w²·g/‖T_w·g‖₂.
+
+As in Kwon et al.'s reference code, when the model is given only parameters whose name ends in
+``weight`` are scaled (T = 1 for biases); without a model every parameter is scaled.
+
+Two passes per step; BatchNorm running statistics are updated on the first pass only. The explicit
+``first_step``/``second_step`` pair maps one-to-one onto the paper (and onto davda54/sam)::
+
+    loss = closure()            # fills .grad at w
+    sam.first_step()            # w ← w + ε*, .grad zeroed
+    closure()                   # fills .grad at w + ε*
+    sam.second_step()           # w restored bit-exact, base optimiser steps
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..method import Progress
+from .diagnostics import global_norm, measure
+from .perturbation import Closure, Perturbation, call, frozen_batchnorm
+from .schedules import Strength
+
+EPS = 1e-12
+
+
+class SAM(Perturbation):
+    """SAM around ``base_optimizer`` with radius ``rho`` (a number or a schedule).
+
+    Args:
+        base_optimizer: any torch optimiser.
+        rho: neighbourhood radius ρ ≥ 0 (Foret et al. use 0.05 on CIFAR-10).
+        model: the network, to update BatchNorm statistics on the first pass only (and, for ASAM, to
+            tell weights from biases).
+        adaptive: ASAM's scaling T_w = |w| + η.
+        eta: η of ASAM (Kwon et al.: 0.01).
+        diagnostics: record clean/perturbed losses and gradients each step.
+    """
+
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        rho: Strength = 0.05,
+        *,
+        model: nn.Module | None = None,
+        adaptive: bool = False,
+        eta: float = 0.0,
+        diagnostics: bool = False,
+    ) -> None:
+        super().__init__(base_optimizer, rho, model=model, diagnostics=diagnostics)
+        if not eta >= 0:
+            raise ConfigError(f"ASAM eta must be ≥ 0; got {eta!r}.")
+        self.adaptive, self.eta = adaptive, float(eta)
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._clean: list[torch.Tensor | None] = []
+        self._params: list[torch.Tensor] = []
+        self._unscaled: set[int] = set()
+        if model is not None:
+            self._unscaled = {id(p) for n, p in model.named_parameters() if not n.endswith("weight")}
+        self._clean_loss = float("nan")
+        self._rho = 0.0
+        self._bn = contextlib.ExitStack()
+
+    def _scaled(self, p: torch.Tensor, power: int) -> torch.Tensor:
+        """T_w^power ⊙ ∇L for ASAM, ∇L itself (no copy) for SAM and for ASAM's unscaled parameters."""
+        if not self.adaptive or id(p) in self._unscaled:
+            return p.grad
+        return p.grad * (p.detach().abs() + self.eta) ** power
+
+    @torch.no_grad()
+    def first_step(
+        self, zero_grad: bool = True, progress: Progress | None = None, loss: float = float("nan")
+    ) -> float:
+        """Move to w + ε* using the gradient in ``.grad``; freeze BatchNorm statistics. Returns ρ."""
+        self._rho = self.current_strength(progress)
+        params = [p for p in self.params() if p.grad is not None]
+        norm = global_norm([self._scaled(p, 1) for p in params])
+        factor = self._rho / (norm + EPS)
+        self._params = params
+        self._clean = [p.grad.detach().clone() for p in params] if self.needs_record else []
+        self._clean_loss = loss
+        self._saved = []
+        for p in params:
+            self._saved.append((p, p.detach().clone()))
+            p.add_(self._scaled(p, 2), alpha=factor)
+        self._bn.enter_context(frozen_batchnorm(self.model))
+        if zero_grad:
+            self.zero_grad()
+        return self._rho
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False, loss: float = float("nan")) -> None:
+        """Restore w from its saved copy and step the base optimiser with ∇L(w + ε*) in ``.grad``."""
+        if not self._saved:
+            raise RuntimeError("SAM.second_step called without first_step")
+        for p, clean in self._saved:
+            p.copy_(clean)
+        self._saved = []
+        self._bn.close()
+        record = None
+        if self.needs_record:
+            record = measure(self._clean_loss, loss, self._clean, [p.grad for p in self._params], self._rho)
+        self._clean = []
+        self._finish(record)
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Closure, progress: Progress | None = None) -> float:
+        """One SAM step: two closure calls; returns the clean loss L(w)."""
+        self.zero_grad()
+        loss = call(closure)
+        self.first_step(zero_grad=True, progress=progress, loss=loss)
+        try:
+            perturbed = call(closure)
+        except BaseException:
+            self._abort()
+            raise
+        self.second_step(loss=perturbed)
+        return loss
+
+    @torch.no_grad()
+    def _abort(self) -> None:
+        for p, clean in self._saved:
+            p.copy_(clean)
+        self._saved = []
+        self._bn.close()
+
+
+class ASAM(SAM):
+    """Adaptive SAM (Kwon et al., ICML 2021): SAM with T_w = |w| + η; ρ default 0.5, η 0.01."""
+
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        rho: Strength = 0.5,
+        *,
+        model: nn.Module | None = None,
+        eta: float = 0.01,
+        diagnostics: bool = False,
+    ) -> None:
+        super().__init__(base_optimizer, rho, model=model, adaptive=True, eta=eta, diagnostics=diagnostics)

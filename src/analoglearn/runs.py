@@ -1,0 +1,194 @@
+"""Run directories: resolved config, per-epoch metrics, summary, checkpoints, environment.
+
+A run directory holds::
+
+    config.yaml      the resolved config (every default filled in)
+    env.json         analoglearn and torch versions, device, git revision, host
+    metrics.jsonl    one JSON object per finished epoch
+    summary.json     final results (written at the end; ``status`` says finished or failed)
+    last.pt          checkpoint after the last finished epoch (or step)
+    best.pt          checkpoint of the epoch with the lowest test error
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
+kill never leaves a half-written file. Checkpoints are plain dicts of tensors and primitives that
+load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, dump_yaml, read_yaml
+from .errors import CheckpointError
+
+CONFIG, ENV, METRICS, SUMMARY, LAST, BEST = (
+    "config.yaml", "env.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
+)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write ``text`` to ``path``."""
+    atomic_write(path, lambda f: f.write(text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What produced a run: versions, device, git revision of the source tree, host."""
+    from . import __version__
+
+    device = torch.device(device)
+    info: dict[str, Any] = {
+        "analoglearn": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "git_revision": git_revision(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the tree holding this package, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunDir:
+    """One run's directory (see the module docstring for its files)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ creation and state
+    @classmethod
+    def create(cls, path: str | Path, config: Config, device: torch.device | str = "cpu") -> RunDir:
+        """Make a new run directory; refuse one that already holds a run (nothing is overwritten)."""
+        run = cls(path).ensure_new()
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_text(run.path / CONFIG, dump_yaml(config.to_dict()))
+        write_json(run.path / ENV, environment(device))
+        return run
+
+    def ensure_new(self) -> RunDir:
+        """Raise :class:`CheckpointError` if this directory already holds a run."""
+        if self.exists():
+            raise CheckpointError(
+                f"run directory {str(self.path)!r} already holds a run; continue it with "
+                f"'analoglearn train --resume {self.path}', or choose another with --run-dir"
+            )
+        return self
+
+    def exists(self) -> bool:
+        """Whether this directory holds a run (a config or a checkpoint)."""
+        return (self.path / CONFIG).is_file() or (self.path / LAST).is_file()
+
+    def require(self) -> RunDir:
+        """Raise :class:`CheckpointError` unless this is a run directory."""
+        if not (self.path / CONFIG).is_file():
+            raise CheckpointError(
+                f"{str(self.path)!r} is not a run directory (no {CONFIG}); "
+                "give a directory written by 'analoglearn train'"
+            )
+        return self
+
+    def raw_config(self) -> dict[str, Any]:
+        """The resolved config saved with the run, as plain data."""
+        return read_yaml(self.require().path / CONFIG)
+
+    def summary(self) -> dict[str, Any] | None:
+        """``summary.json`` if the run has one."""
+        path = self.path / SUMMARY
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def finished(self) -> bool:
+        """Whether the run completed."""
+        return (self.summary() or {}).get("status") == "finished"
+
+    # ------------------------------------------------------------------ metrics and results
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per-epoch records from ``metrics.jsonl``."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite ``metrics.jsonl`` atomically from the full history."""
+        write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Atomically write ``summary.json``."""
+        write_json(self.path / SUMMARY, summary)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, state: dict[str, Any], name: str = LAST) -> Path:
+        """Atomically save ``state`` (plain tensors and primitives) as ``name``."""
+        path = self.path / name
+        atomic_write(path, lambda f: torch.save(state, f), binary=True)
+        return path
+
+    def load_checkpoint(self, name: str = LAST, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Load a checkpoint with ``weights_only=True``; a foreign or damaged file raises CheckpointError."""
+        return load_checkpoint(self.path / name, map_location)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors a user can act on."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be loaded as plain tensors and primitives "
+            f"(torch.load weights_only=True): {first}"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not an analoglearn checkpoint (no 'model' entry)")
+    return state

@@ -1,0 +1,229 @@
+"""Grids of runs: expand, skip what is finished, resume what was interrupted, record failures.
+
+A grid file::
+
+    base: ../../configs/demo.yaml        # a config file (relative to the grid file) or an inline mapping
+    overrides: [train.epochs=1]          # optional dotted overrides applied to the base
+    grid:                                # axes: dotted key → values; the runs are their product
+      seed: [0, 1, 2]
+      method.name: [sgd, rwp]
+      method: [{name: sgd}, {name: rwp, sigma: 0.05}]   # a mapping value replaces the whole section
+
+Each run gets the directory ``OUT/<config digest>`` (the digest of its resolved config), so a
+rerun finds its runs again: finished ones are skipped (and said so), interrupted ones resume
+from their last checkpoint, failed ones are retried. ``OUT/sweep.json`` lists the runs and
+their axis values. Executors: ``inprocess`` (default, one run after another) and ``ray`` (one
+run per GPU, or per ``cpus_per_run`` CPUs, on a local or existing Ray cluster).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import apply_overrides, build_config, read_yaml, set_path
+from .errors import AnalogLearnError, ConfigError
+from .runs import RunDir, write_json
+
+EXECUTORS = ("inprocess", "ray")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a grid: its axis values, resolved config (plain data) and directory."""
+
+    axes: dict[str, Any]
+    config: dict[str, Any]
+    run_dir: Path
+
+
+def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Read a grid file: ``(base config as plain data, axes)``; malformed grids raise ConfigError."""
+    path = Path(path)
+    spec = read_yaml(path)
+    unknown = sorted(set(spec) - {"base", "overrides", "grid"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in grid {str(path)!r}; valid keys: base, overrides, grid")
+    base = spec.get("base", {})
+    if isinstance(base, str):
+        base = read_yaml((path.parent / base).resolve())
+    if not isinstance(base, dict):
+        raise ConfigError(f"'base' of grid {str(path)!r} must be a config file path or a mapping")
+    overrides = spec.get("overrides", [])
+    if not isinstance(overrides, list):
+        raise ConfigError(f"'overrides' of grid {str(path)!r} must be a list of key=value strings")
+    axes = spec.get("grid", {})
+    if not isinstance(axes, dict) or not axes:
+        raise ConfigError(f"grid {str(path)!r} needs a non-empty 'grid' mapping of key → list of values")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"axis {key!r} of grid {str(path)!r} must be a non-empty list of values")
+    return apply_overrides(base, [str(o) for o in overrides]), axes
+
+
+def expand(base: dict[str, Any], axes: dict[str, list[Any]], out: str | Path) -> list[Job]:
+    """All runs of the grid, each validated (an invalid combination raises before anything runs)."""
+    jobs, seen = [], set()
+    for values in itertools.product(*axes.values()):
+        combo = dict(zip(axes, values))
+        raw = json.loads(json.dumps(base))
+        for key, value in combo.items():
+            set_path(raw, key.split("."), value)
+        try:
+            cfg = build_config(raw)
+        except ConfigError as err:
+            raise ConfigError(f"grid point {combo}: {err}") from None
+        run_dir = Path(out) / cfg.digest()
+        if run_dir not in seen:
+            seen.add(run_dir)
+            jobs.append(Job(combo, cfg.to_dict(), run_dir))
+    return jobs
+
+
+def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) -> dict[str, Any]:
+    """Run (or skip, or resume) one grid point; never raises for a failed run, records it instead.
+
+    Returns ``{"status": "finished" | "skipped" | "failed", "run_dir", "summary" | "error"}``.
+    """
+    from .train import fit
+
+    run = RunDir(run_dir)
+    if run.finished():
+        return {"status": "skipped", "run_dir": str(run_dir), "summary": run.summary()}
+    try:
+        if threads:
+            config = {**config, "train": {**config.get("train", {}), "threads": threads}}
+        quiet: Callable[[str], None] = lambda line: None  # noqa: E731
+        if run.exists():
+            summary = fit(None, run_dir, resume=True, log=quiet)  # type: ignore[arg-type]
+        else:
+            summary = fit(build_config(config), run_dir, log=quiet)
+    except Exception as err:
+        message = str(err) if isinstance(err, AnalogLearnError) else traceback.format_exc()
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_summary({"status": "failed", "error": message.strip()})
+        return {"status": "failed", "run_dir": str(run_dir), "error": message.strip().splitlines()[-1]}
+    return {"status": "finished", "run_dir": str(run_dir), "summary": summary}
+
+
+def run_inprocess(jobs: list[Job], report: Callable[[Job, dict[str, Any]], None]) -> None:
+    """Run the jobs one after another in this process."""
+    for job in jobs:
+        report(job, run_job(job.config, str(job.run_dir)))
+
+
+def run_ray(
+    jobs: list[Job],
+    report: Callable[[Job, dict[str, Any]], None],
+    *,
+    address: str | None = None,
+    cpus_per_run: int = 1,
+    gpus_per_run: float | None = None,
+) -> None:
+    """Run the jobs as Ray tasks: one per GPU when the cluster has GPUs, else one per ``cpus_per_run`` CPUs."""
+    ray = import_ray()
+    if address:
+        check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    except Exception as err:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AnalogLearnError(f"cannot start or reach {where}: {first}") from None
+    try:
+        if gpus_per_run is None:
+            gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run_job)
+        pending = {task.remote(job.config, str(job.run_dir), cpus_per_run): job for job in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                report(pending.pop(ref), ray.get(ref))
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (within ``timeout`` s) when a ``host:port`` or ``ray://host:port`` address does not answer.
+
+    ``ray.init`` itself retries an unreachable cluster for minutes. ``auto`` and other forms are
+    left to Ray.
+    """
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise AnalogLearnError(
+            f"cannot reach the Ray cluster at {address!r} ({err.strerror or err}); start one with "
+            "'ray start --head' and pass the address it prints, or omit --address to start a local cluster"
+        ) from None
+
+
+def import_ray() -> Any:
+    """Import Ray lazily, with an install hint when it is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise AnalogLearnError("the ray executor needs Ray: pip install 'analoglearn[ray]'") from None
+    return ray
+
+
+def sweep(
+    grid: str | Path,
+    out: str | Path,
+    *,
+    executor: str = "inprocess",
+    address: str | None = None,
+    cpus_per_run: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Expand ``grid``, run what is not finished, write ``OUT/sweep.json``; return one result per run."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        raise ConfigError("--address is for the ray executor; add --executor ray")
+    base, axes = load_grid(grid)
+    out = Path(out)
+    jobs = expand(base, axes, out)
+    finished = sum(RunDir(job.run_dir).finished() for job in jobs)
+    log(f"sweep: {len(jobs)} runs in {out} ({finished} already finished, skipped)")
+    results: dict[Path, dict[str, Any]] = {}
+
+    def report(job: Job, result: dict[str, Any]) -> None:
+        results[job.run_dir] = {**result, "axes": job.axes}
+        if result["status"] != "skipped":
+            error = (result.get("summary") or {}).get("test_error")
+            detail = f"test error {error:.2f}%" if error is not None else result.get("error", "")
+            log(f"  {result['status']:<8} {job.run_dir.name}  {format_axes(job.axes)}  {detail}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if executor == "ray":
+        run_ray(jobs, report, address=address, cpus_per_run=cpus_per_run)
+    else:
+        run_inprocess(jobs, report)
+    ordered = [results[job.run_dir] for job in jobs]
+    write_json(out / "sweep.json", {"grid": str(grid), "axes": axes,
+                                    "runs": [{k: r[k] for k in ("run_dir", "axes", "status")} for r in ordered]})
+    return ordered
+
+
+def format_axes(axes: dict[str, Any]) -> str:
+    """``seed=0 method=rwp(sigma=0.05)``."""
+
+    def show(value: Any) -> str:
+        if not isinstance(value, dict):
+            return str(value)
+        rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value.get('name', '')}({rest})" if rest else str(value.get("name", value))
+
+    return " ".join(f"{k}={show(v)}" for k, v in axes.items())

@@ -1,0 +1,129 @@
+"""The training loop: learning, schedules, checkpoints, resume, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from analoglearn.config import build_config
+from analoglearn.errors import CheckpointError, TrainingDiverged
+from analoglearn.runs import RunDir
+from analoglearn.train import Seeds, fit, schedule_factor
+
+TIMINGS = ("epoch_seconds", "eval_seconds")
+
+
+def strip(history):
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in history]
+
+
+def test_training_learns_and_writes_the_run(tiny, tmp_path):
+    cfg = build_config(tiny(train={"epochs": 3}))
+    summary = fit(cfg, tmp_path / "run", log=lambda s: None)
+    run = RunDir(tmp_path / "run")
+    history = run.metrics()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert summary["status"] == "finished" and summary["test_error"] < 30.0
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"):
+        assert (run.path / name).is_file(), name
+    state = torch.load(run.path / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["config"] == cfg.to_dict()
+    assert build_config(run.raw_config()).to_dict() == cfg.to_dict()
+
+
+def test_same_seed_same_run_different_seed_different_run(tiny, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        fit(build_config(tiny(seed=seed)), tmp_path / name, log=lambda s: None)
+        runs[name] = strip(RunDir(tmp_path / name).metrics())
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_checkpointing_every_n_steps_does_not_change_the_run(tiny, tmp_path):
+    fit(build_config(tiny(train={"epochs": 3})), tmp_path / "full", log=lambda s: None)
+    fit(build_config(tiny(train={"epochs": 3, "checkpoint_every": 7})), tmp_path / "steps", log=lambda s: None)
+    assert strip(RunDir(tmp_path / "steps").metrics()) == strip(RunDir(tmp_path / "full").metrics())
+
+
+@pytest.mark.parametrize("every, stop_at", [("epoch", 30), (7, 30), (7, 21)])
+def test_interrupted_run_resumes_exactly(tiny, tmp_path, monkeypatch, every, stop_at):
+    from analoglearn.robust.methods import Backprop
+
+    cfg = build_config(tiny(train={"epochs": 3, "checkpoint_every": every}))
+    fit(cfg, tmp_path / "full", log=lambda s: None)
+
+    original, calls = Backprop.train_step, []
+
+    def interrupted(self, x, y, progress):
+        calls.append(1)
+        if len(calls) > stop_at:
+            raise KeyboardInterrupt
+        return original(self, x, y, progress)
+
+    monkeypatch.setattr(Backprop, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "cut", log=lambda s: None)
+    monkeypatch.setattr(Backprop, "train_step", original)
+    summary = fit(None, tmp_path / "cut", resume=True, log=lambda s: None)
+    assert strip(RunDir(tmp_path / "cut").metrics()) == strip(RunDir(tmp_path / "full").metrics())
+    assert summary["test_error"] == RunDir(tmp_path / "full").summary()["test_error"]
+
+
+def test_refuses_to_overwrite_an_existing_run(tiny, tmp_path):
+    cfg = build_config(tiny(train={"epochs": 1}))
+    fit(cfg, tmp_path / "run", log=lambda s: None)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds a run.*--resume"):
+        fit(cfg, tmp_path / "run", log=lambda s: None)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tiny, tmp_path):
+    cfg = build_config(tiny(optim={"lr": 1e6, "momentum": 0.0}, train={"epochs": 3}))
+    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+        fit(cfg, tmp_path / "run", log=lambda s: None)
+    assert RunDir(tmp_path / "run").summary()["status"] == "diverged"
+
+
+def test_corrupt_checkpoint_is_reported(tiny, tmp_path):
+    cfg = build_config(tiny(train={"epochs": 1}))
+    fit(cfg, tmp_path / "run", log=lambda s: None)
+    (tmp_path / "run" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        fit(None, tmp_path / "run", resume=True, log=lambda s: None)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": object()}))
+    with pytest.raises(CheckpointError):
+        RunDir(tmp_path).load_checkpoint("evil.pt")
+
+
+def test_per_layer_learning_rates_need_layer_groups(tiny, tmp_path):
+    from analoglearn.errors import ConfigError
+
+    cfg = build_config(tiny(optim={"lr": [0.1, 0.2]}))
+    with pytest.raises(ConfigError, match="layer groups"):
+        fit(cfg, tmp_path / "run", log=lambda s: None)
+    assert not (tmp_path / "run").exists()  # nothing written for an invalid run
+
+
+def test_cosine_schedule_values():
+    cfg = build_config({"optim": {"lr": 0.1, "lr_min": 0.01, "schedule": "cosine"}}).optim
+    assert schedule_factor(cfg, 0, 10, 0.1) == pytest.approx(0.1)
+    assert schedule_factor(cfg, 5, 10, 0.1) == pytest.approx(0.055)
+    assert schedule_factor(cfg, 10, 10, 0.1) == pytest.approx(0.01)
+    assert math.isclose(schedule_factor(cfg, 3, 10, 0.1), 0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2)
+
+
+def test_seeds_are_distinct_and_stable():
+    a, b = Seeds.derive(0), Seeds.derive(0)
+    assert a == b and len({a.init, a.data, a.train_noise, a.eval_noise}) == 4
+    assert Seeds.derive(1) != a
