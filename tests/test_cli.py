@@ -56,3 +56,37 @@ def test_list_shows_registered_names(capsys):
     assert code == 0 and "lenet" in out and "mlp" in out
     code, out, _ = run(capsys, "list", "methods")
     assert code == 0 and "sgd" in out
+
+
+def test_evaluate_under_noise_writes_json_and_csv(tiny, tmp_path, capsys):
+    from analoglearn.config import build_config
+    from analoglearn.train import fit
+
+    fit(build_config(tiny()), tmp_path / "run", log=lambda s: None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "run"), "--strengths", "0,0.05,0.5", "--trials", "4",
+                         "--subset", "100")
+    assert code == 0, err
+    assert "additive_gaussian" in out and "95% CI" in out
+    result = json.loads((tmp_path / "run" / "eval-additive_gaussian-last-t4.json").read_text())
+    points = result["points"]
+    assert [p["strength"] for p in points] == [0.0, 0.05, 0.5]
+    assert points[0]["std"] == 0.0 and points[0]["mean"] == result["clean"]["top1"]  # σ = 0 is the clean model
+    assert points[2]["mean"] < points[0]["mean"]  # strong noise hurts
+    assert len(points[1]["per_trial"]) == 4
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name in before}
+    assert after == before  # evaluation leaves the run (and its checkpoints) untouched
+
+
+def test_noise_evaluation_at_the_end_of_training_is_paired_across_runs(tiny, tmp_path):
+    from analoglearn.config import build_config
+    from analoglearn.runs import RunDir
+    from analoglearn.train import fit
+
+    noise = {"noise": [{"name": "additive_gaussian", "strengths": [0.1]}], "trials": 3}
+    for name, seed in (("a", 0), ("b", 1)):
+        fit(build_config(tiny(seed=seed, eval=noise)), tmp_path / name, log=lambda s: None)
+    a = RunDir(tmp_path / "a").summary()
+    assert a["noise"][0]["trials"] == 3 and (tmp_path / "a" / "noise.csv").is_file()
+    seeds = [json.loads((tmp_path / n / "noise.json").read_text())["points"][0]["seeds"] for n in ("a", "b")]
+    assert seeds[0] == seeds[1]  # the same trial draws for every run: paired comparisons

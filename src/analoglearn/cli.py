@@ -40,6 +40,44 @@ def default_run_name(cfg: Any) -> str:
     return f"{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-s{cfg.seed}-{cfg.digest()}".lower()
 
 
+# ---------------------------------------------------------------- evaluate
+
+
+def parse_strengths(text: str) -> list[float]:
+    """``"0,0.02,0.05"`` → ``[0.0, 0.02, 0.05]``."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AnalogLearnError(f"--strengths must be comma-separated numbers like 0,0.02,0.05; got {text!r}") from None
+    if not values:
+        raise AnalogLearnError("--strengths needs at least one number, e.g. 0,0.02,0.05")
+    return values
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .assess import assess_noise, load_trainer, table, write_results
+    from .config import build_eval, parse_override
+
+    options = {}
+    for text in args.option:
+        path, value = parse_override(text)
+        options[".".join(path)] = value
+    spec = {"name": args.noise, "strengths": parse_strengths(args.strengths), **options}
+    evaluation = build_eval({"noise": [spec], "trials": args.trials, "subset": args.subset, "bn": args.bn,
+                              "seed": args.seed, "checkpoint": args.checkpoint})
+    trainer = load_trainer(args.run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
+    result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
+                          subset=evaluation.subset, bn=evaluation.bn)
+    result["checkpoint"] = evaluation.checkpoint
+    stem = Path(args.run_dir) / f"eval-{evaluation.noise[0].name}-{evaluation.checkpoint}-t{evaluation.trials}"
+    json_path = Path(args.json) if args.json else stem.with_suffix(".json")
+    csv_path = Path(args.csv) if args.csv else stem.with_suffix(".csv")
+    write_results(result, json_path, csv_path)
+    print(table(result))
+    print(f"written: {json_path}, {csv_path}")
+    return 0
+
+
 # ---------------------------------------------------------------- data and listings
 
 
@@ -116,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 data.name=FashionMNIST")
     train.set_defaults(handler=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="accuracy of a trained run under weight noise (Monte Carlo)")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'analoglearn train'")
+    ev.add_argument("--noise", default="additive_gaussian", help="noise model ('analoglearn list noise')")
+    ev.add_argument("--strengths", default="0,0.02,0.03,0.05,0.07",
+                    help="comma-separated strengths (σ, drift time, fault probability, levels: see the model)")
+    ev.add_argument("--trials", type=int, default=10, help="noise draws per strength, each fixed for the test set")
+    ev.add_argument("--checkpoint", default="last", help="last or best")
+    ev.add_argument("--subset", type=int, help="evaluate on a fixed subset of this many test images")
+    ev.add_argument("--bn", default="keep", help="BatchNorm statistics under noise: keep or recalibrate")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the noise draws (same seed: paired comparisons)")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="noise-model option, e.g. --option scale=tensor-max (repeatable)")
+    ev.add_argument("--json", help="JSON output (default RUN_DIR/eval-<noise>-<checkpoint>-t<trials>.json)")
+    ev.add_argument("--csv", help="CSV output (default beside the JSON)")
+    ev.set_defaults(handler=cmd_evaluate)
 
     data = sub.add_parser("data", help="list or fetch datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -161,11 +161,18 @@ class EvalConfig:
     """Evaluate under noise on a fixed subset of this many test examples (default: all)."""
     checkpoint: str = "last"
     """Which weights to evaluate under noise: last or best."""
+    seed: int = 0
+    """Seed of the trials' noise draws; the same for every run, so comparisons between runs are paired."""
+    bn: str = "keep"
+    """BatchNorm statistics under noise: keep them, or recalibrate them on training images after each draw."""
+    calibration_images: int = 2000
+    """Training images used to recalibrate BatchNorm statistics (bn: recalibrate)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "trials")
+        _positive(self, "trials", "calibration_images")
         _positive_or_none(self, "subset")
         _choice(self, "checkpoint", ("last", "best"))
+        _choice(self, "bn", ("keep", "recalibrate"))
 
 
 @dataclass
@@ -219,11 +226,12 @@ def build_config(raw: dict[str, Any] | None) -> Config:
     cfg.method = MethodConfig(*_named(METHODS, raw.get("method", {}), "sgd", "method"))
     cfg.optim = build_dataclass(OptimConfig, raw.get("optim", {}), where="optim")
     cfg.train = build_dataclass(TrainConfig, raw.get("train", {}), where="train")
-    cfg.eval = _build_eval(raw.get("eval", {}))
+    cfg.eval = build_eval(raw.get("eval", {}))
     return cfg
 
 
-def _build_eval(raw: Any) -> EvalConfig:
+def build_eval(raw: Any) -> EvalConfig:
+    """Validate an ``eval`` section (noise names and options included)."""
     section = dict(_mapping(raw, "eval"))
     specs = []
     for i, item in enumerate(_sequence(section.pop("noise", []), "eval.noise")):

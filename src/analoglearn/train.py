@@ -40,12 +40,11 @@ class Seeds:
     init: int
     data: int
     train_noise: int
-    eval_noise: int
 
     @classmethod
     def derive(cls, seed: int) -> Seeds:
-        """Four 63-bit seeds from one run seed."""
-        words = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+        """Three 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``)."""
+        words = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
         return cls(*(int(w >> np.uint64(1)) for w in words))
 
 
@@ -72,20 +71,21 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 # ---------------------------------------------------------------- building blocks
 
 
-def build_loaders(cfg: DataConfig, seed: int, device: torch.device) -> tuple[Any, Any]:
-    """Training loader (shuffled, augmented) and test loader of the configured dataset."""
+def load_splits(cfg: DataConfig, seed: int) -> tuple[Any, Any]:
+    """Train and test splits of the configured dataset (fixed random subsets when asked)."""
     train = datasets.load(cfg.name, "train", root=cfg.root)
     test = datasets.load(cfg.name, "test", root=cfg.root)
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         train = train.subset(cfg.train_subset, seed=seed)
     if cfg.test_subset is not None and cfg.test_subset < len(test):
         test = test.subset(cfg.test_subset, seed=seed)
-    make = datasets.Loader
-    train_loader = make(train, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed,
-                        device=device, pad_to=cfg.pad_to)
-    test_loader = make(test, cfg.eval_batch_size, shuffle=False, augment=False, seed=seed,
-                       device=device, pad_to=cfg.pad_to)
-    return train_loader, test_loader
+    return train, test
+
+
+def eval_loader(dataset: Any, cfg: DataConfig, device: torch.device, seed: int = 0) -> Any:
+    """An evaluation loader over ``dataset``: in order, no augmentation."""
+    return datasets.Loader(dataset, cfg.eval_batch_size, shuffle=False, augment=False, seed=seed,
+                           device=device, pad_to=cfg.pad_to)
 
 
 def input_shape(cfg: DataConfig) -> tuple[int, int, int]:
@@ -177,7 +177,11 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.seeds = Seeds.derive(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.train_loader, self.test_loader = build_loaders(cfg.data, self.seeds.data, self.device)
+        self.train_set, self.test_set = load_splits(cfg.data, self.seeds.data)
+        self.train_loader = datasets.Loader(self.train_set, cfg.data.batch_size, shuffle=True,
+                                            augment=cfg.data.augment, seed=self.seeds.data, device=self.device,
+                                            pad_to=cfg.data.pad_to)
+        self.test_loader = eval_loader(self.test_set, cfg.data, self.device)
         self.model = build_model(cfg, self.seeds).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.method: Method = METHODS.create(
@@ -314,8 +318,11 @@ class Trainer:
         return tqdm(total=total, initial=self.batch, desc=f"epoch {self.epoch + 1}", leave=False)
 
     def finish(self) -> dict[str, Any]:
-        """Write ``summary.json`` (final and best test error, timings) and return it."""
+        """Evaluate under noise (``eval`` section), write ``summary.json`` and return it."""
+        from .assess import assess_after_training
+
         final = self.history[-1] if self.history else {}
+        noise = assess_after_training(self, self.log)
         summary: dict[str, Any] = {
             "status": "finished",
             "epochs": len(self.history),
@@ -327,6 +334,11 @@ class Trainer:
             "dataset": self.cfg.data.name, "model": self.cfg.model.name, "method": self.cfg.method.name,
             "seed": self.cfg.seed,
         }
+        if noise is not None:
+            summary["noise"] = [{k: p[k] for k in ("noise", "strength", "trials", "mean", "std", "min", "ci95",
+                                                   "per_trial")} for p in noise["points"]]
+            summary["noise_clean_accuracy"] = noise["clean"]["top1"]
+            summary["noise_area"] = {c["noise"]: c["normalized_area"] for c in noise["curves"]}
         self.run_dir.write_summary(summary)
         return summary
 

@@ -1,0 +1,102 @@
+"""Evaluating a trained run under weight noise: at the end of training, or later from its directory.
+
+``assess_noise(trainer, specs, ...)`` evaluates the trainer's model (clean, then under every noise
+model at every strength, ``trials`` fixed draws each, see :mod:`analoglearn.evaluate`) and returns
+plain data: ``{"clean": {...}, "curves": [...], "points": [...]}``. The trial seeds depend only on
+the evaluation seed, the noise model, the strength and the trial index, so every run evaluated
+with the same ``eval.seed`` sees the same draws (paired comparisons). ``load_trainer(run_dir)``
+rebuilds a run's model and method from its directory and checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import NoiseSpec, build_config
+from .evaluate import accuracy, evaluate_noise
+from .runs import BEST, LAST, RunDir, write_json, write_text
+from .train import Trainer, eval_loader
+
+
+def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str], None] = print) -> Trainer:
+    """The run's model and method with the weights of ``checkpoint`` (``last.pt`` or ``best.pt``)."""
+    run = RunDir(run_dir).require()
+    trainer = Trainer(build_config(run.raw_config()), run, log)
+    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device))
+    return trainer
+
+
+def assess_noise(
+    trainer: Trainer,
+    specs: list[NoiseSpec],
+    *,
+    trials: int,
+    seed: int = 0,
+    subset: int | None = None,
+    bn: str = "keep",
+    calibration_images: int = 2000,
+) -> dict[str, Any]:
+    """Clean accuracy and robustness curves of ``trainer``'s model on (a fixed subset of) the test set."""
+    test = trainer.test_set
+    if subset is not None and subset < len(test):
+        test = test.subset(subset, seed=seed)
+    loader = eval_loader(test, trainer.cfg.data, trainer.device)
+    calibration = eval_loader(trainer.train_set, trainer.cfg.data, trainer.device) if bn == "recalibrate" else None
+    clean = accuracy(trainer.method.predict, loader)
+    curves = evaluate_noise(
+        trainer.method.predict, trainer.model, loader,
+        [{"name": s.name, "strengths": s.strengths, **s.options} for s in specs],
+        trials=trials, seed=seed, bn=bn, calibration=calibration, calibration_images=calibration_images,
+    )
+    plain = [c.to_dict() for c in curves]
+    return {
+        "clean": clean.to_dict(),
+        "test_examples": len(test),
+        "curves": [{k: v for k, v in c.items() if k != "points"} for c in plain],
+        "points": [p for c in plain for p in c["points"]],
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """A plain-text table: one row per noise model and strength."""
+    clean = result["clean"]["top1"]
+    lines = [f"clean accuracy {clean:.2f}% on {result['test_examples']} test images",
+             f"{'noise':<24} {'strength':>9} {'mean %':>8} {'std':>6} {'min':>7} {'95% CI':>17} {'trials':>6}"]
+    for p in result["points"]:
+        ci = f"[{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]"
+        lines.append(f"{p['noise']:<24} {p['strength']:>9g} {p['mean']:>8.2f} {p['std']:>6.2f} "
+                     f"{p['min']:>7.2f} {ci:>17} {p['trials']:>6}")
+    return "\n".join(lines)
+
+
+def write_results(result: dict[str, Any], json_path: Path | None, csv_path: Path | None) -> None:
+    """``json_path``: the full result; ``csv_path``: one row per trial-averaged point."""
+    if json_path is not None:
+        write_json(json_path, result)
+    if csv_path is not None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["noise", "strength", "trials", "mean", "std", "min", "max", "ci95_low", "ci95_high"])
+        for p in result["points"]:
+            writer.writerow([p["noise"], p["strength"], p["trials"], p["mean"], p["std"], p["min"], p["max"],
+                             *p["ci95"]])
+        write_text(csv_path, buffer.getvalue())
+
+
+def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The ``eval`` section of a finished run: noise evaluation written to ``noise.json`` / ``noise.csv``."""
+    cfg = trainer.cfg.eval
+    if not cfg.noise:
+        return None
+    if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():
+        trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device))
+    result = assess_noise(trainer, cfg.noise, trials=cfg.trials, seed=cfg.seed, subset=cfg.subset, bn=cfg.bn,
+                          calibration_images=cfg.calibration_images)
+    result["checkpoint"] = cfg.checkpoint
+    write_results(result, trainer.run_dir.path / "noise.json", trainer.run_dir.path / "noise.csv")
+    log(table(result))
+    return result
