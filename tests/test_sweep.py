@@ -136,3 +136,17 @@ def test_ray_executor_runs_the_smoke_grid_on_a_local_cluster(tmp_path):
     assert [r["status"] for r in results] == ["finished"] * 4
     local = sweep(SMOKE, tmp_path / "local", log=quiet)
     assert [r["summary"]["test_error"] for r in results] == [r["summary"]["test_error"] for r in local]
+
+
+def test_variants_combine_several_keys_per_run(tmp_path):
+    base = yaml.safe_load(SMOKE.read_text())["base"]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": base,
+        "variants": [{"model": {"name": "mlp", "hidden": [16]}, "optim.lr": 0.1}, {"model": {"name": "lenet"}}],
+        "grid": {"seed": [0, 1]},
+    }))
+    jobs = expand(*load_grid(path), tmp_path / "out")
+    assert len(jobs) == 4
+    assert [j.config["model"]["name"] for j in jobs] == ["mlp", "mlp", "lenet", "lenet"]
+    assert jobs[0].config["optim"]["lr"] == 0.1 and jobs[2].config["optim"]["lr"] == 0.05

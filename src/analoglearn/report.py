@@ -75,12 +75,26 @@ def find_runs(dirs: list[str | Path]) -> list[Run]:
 IGNORED = ("seed", "train.progress", "train.threads", "train.device", "data.root", "data.eval_batch_size")
 
 
+MAIN_KEYS = ("data.name", "model.name", "method.name")
+
+
 def varying_keys(runs: list[Run]) -> list[str]:
-    """Config keys (dotted) whose value differs between runs, seed and machine settings excluded."""
+    """The fewest config keys that tell the configurations apart (seed and machine settings excluded).
+
+    Keys whose value differs between runs are taken in order — dataset, model and method names first,
+    then the others as they appear in the config — skipping any key that separates no further group
+    (e.g. a method option that changes only together with the method's name).
+    """
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.flat if k not in keys]
-    return [k for k in keys if k not in IGNORED and len({json.dumps(r.flat.get(k)) for r in runs}) > 1]
+    varying = [k for k in keys if k not in IGNORED and len({json.dumps(r.flat.get(k)) for r in runs}) > 1]
+    ordered = [k for k in MAIN_KEYS if k in varying] + [k for k in varying if k not in MAIN_KEYS]
+    chosen: list[str] = []
+    for key in ordered:
+        if len(group(runs, [*chosen, key])) > len(group(runs, chosen)):
+            chosen.append(key)
+    return chosen
 
 
 def group(runs: list[Run], keys: list[str]) -> dict[tuple[Any, ...], list[Run]]:

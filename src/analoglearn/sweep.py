@@ -4,9 +4,11 @@ A grid file::
 
     base: ../../configs/demo.yaml        # a config file (relative to the grid file) or an inline mapping
     overrides: [train.epochs=1]          # optional dotted overrides applied to the base
-    grid:                                # axes: dotted key → values; the runs are their product
+    variants:                            # optional: a list of runs that differ in several keys at once
+      - {data.name: MNIST, model: {name: lenet}}
+      - {data.name: FashionMNIST, model: {name: mlp}}
+    grid:                                # axes: dotted key → values; the runs are their product (× variants)
       seed: [0, 1, 2]
-      method.name: [sgd, rwp]
       method: [{name: sgd}, {name: rwp, sigma: 0.05}]   # a mapping value replaces the whole section
 
 Each run gets the directory ``OUT/<config digest>`` (the digest of its resolved config), so a
@@ -42,13 +44,19 @@ class Job:
     run_dir: Path
 
 
+GRID_KEYS = ("base", "overrides", "variants", "grid")
+
+
 def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """Read a grid file: ``(base config as plain data, axes)``; malformed grids raise ConfigError."""
+    """Read a grid file: ``(base config as plain data, axes)``; malformed grids raise ConfigError.
+
+    ``variants`` become one more axis, named ``variant``, whose values are mappings of dotted keys.
+    """
     path = Path(path)
     spec = read_yaml(path)
-    unknown = sorted(set(spec) - {"base", "overrides", "grid"})
+    unknown = sorted(set(spec) - set(GRID_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in grid {str(path)!r}; valid keys: base, overrides, grid")
+        raise ConfigError(f"unknown key(s) {unknown} in grid {str(path)!r}; valid keys: {', '.join(GRID_KEYS)}")
     base = spec.get("base", {})
     if isinstance(base, str):
         base = read_yaml((path.parent / base).resolve())
@@ -58,8 +66,16 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     if not isinstance(overrides, list):
         raise ConfigError(f"'overrides' of grid {str(path)!r} must be a list of key=value strings")
     axes = spec.get("grid", {})
-    if not isinstance(axes, dict) or not axes:
-        raise ConfigError(f"grid {str(path)!r} needs a non-empty 'grid' mapping of key → list of values")
+    if not isinstance(axes, dict):
+        raise ConfigError(f"'grid' of grid {str(path)!r} must be a mapping of key → list of values")
+    variants = spec.get("variants")
+    if variants is not None:
+        if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
+            raise ConfigError(f"'variants' of grid {str(path)!r} must be a non-empty list of mappings")
+        axes = {"variant": variants, **axes}
+    if not axes:
+        raise ConfigError(f"grid {str(path)!r} needs a non-empty 'grid' mapping of key → list of values"
+                          " (or a 'variants' list)")
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"axis {key!r} of grid {str(path)!r} must be a non-empty list of values")
@@ -73,7 +89,8 @@ def expand(base: dict[str, Any], axes: dict[str, list[Any]], out: str | Path) ->
         combo = dict(zip(axes, values))
         raw = json.loads(json.dumps(base))
         for key, value in combo.items():
-            set_path(raw, key.split("."), value)
+            for dotted, item in (value.items() if key == "variant" else [(key, value)]):
+                set_path(raw, dotted.split("."), item)
         try:
             cfg = build_config(raw)
         except ConfigError as err:
@@ -226,4 +243,7 @@ def format_axes(axes: dict[str, Any]) -> str:
         rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
         return f"{value.get('name', '')}({rest})" if rest else str(value.get("name", value))
 
-    return " ".join(f"{k}={show(v)}" for k, v in axes.items())
+    flat = {}
+    for key, value in axes.items():
+        flat.update(value if key == "variant" else {key: value})
+    return " ".join(f"{k}={show(v)}" for k, v in flat.items())

@@ -1,0 +1,81 @@
+"""Reports: grouping over seeds, the papers' table layouts, and plots, on hand-made run directories."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from analoglearn.config import build_config
+from analoglearn.errors import AnalogLearnError
+from analoglearn.report import find_runs, report, varying_keys
+from analoglearn.runs import RunDir
+
+
+def fake_run(root, name, overrides, test_error, noise=None):
+    raw = {"data": {"name": "Synthetic"}, "model": {"name": "mlp"}, "method": {"name": "sgd"}}
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        raw[section] = {"name": value} if key == "name" and section in ("model", "method") else \
+            {**raw.get(section, {}), key: value}
+    cfg = build_config(raw)
+    run = RunDir(root / name)
+    run.path.mkdir(parents=True)
+    (run.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    run.write_metrics([{"epoch": 1, "test_error": test_error + 5}, {"epoch": 2, "test_error": test_error}])
+    run.write_summary({"status": "finished", "test_error": test_error, "best_test_error": test_error,
+                       "test_accuracy": 100 - test_error, "train_seconds": 1.0, "noise": noise or []})
+
+
+def point(strength, trials):
+    return {"noise": "additive_gaussian", "strength": strength, "per_trial": trials}
+
+
+def read(path):
+    return list(csv.reader(path.open()))
+
+
+def test_tables_average_over_seeds_and_pivot_datasets(tmp_path):
+    # two methods × two datasets × two seeds
+    values = {("sgd", "Synthetic"): (10.0, 12.0), ("sam", "Synthetic"): (8.0, 9.0),
+              ("sgd", "MNIST"): (1.0, 1.5), ("sam", "MNIST"): (0.8, 1.0)}
+    for (method, dataset), errors in values.items():
+        for seed, error in enumerate(errors):
+            raw = {"method.name": method, "data.name": dataset}
+            fake_run(tmp_path, f"{method}-{dataset}-{seed}", raw, error)
+            cfg_path = tmp_path / f"{method}-{dataset}-{seed}" / "config.yaml"
+            data = yaml.safe_load(cfg_path.read_text())
+            data["seed"] = seed
+            cfg_path.write_text(yaml.safe_dump(data))
+    runs = find_runs([tmp_path])
+    assert len(runs) == 8
+    assert varying_keys(runs) == ["data.name", "method.name"]  # sam's options ride along with its name
+    report([tmp_path], tmp_path / "out")
+    by_dataset = read(tmp_path / "out" / "error_by_dataset.csv")
+    assert by_dataset[0] == ["method.name", "MNIST", "Synthetic"]
+    rows = {r[0]: r[1:] for r in by_dataset[1:]}
+    assert rows["sgd"] == ["1.25 ± 0.35", "11.00 ± 1.41"]
+    assert rows["sam"] == ["0.90 ± 0.14", "8.50 ± 0.71"]
+
+
+def test_noise_table_has_sigma_columns_and_plots_are_written(tmp_path):
+    fake_run(tmp_path, "a", {"method.name": "sgd"}, 5.0, [point(0.05, [90.0, 92.0]), point(0.1, [70.0, 74.0])])
+    fake_run(tmp_path, "b", {"method.name": "sam"}, 6.0, [point(0.05, [91.0, 91.0]), point(0.1, [80.0, 82.0])])
+    written = report([tmp_path], tmp_path / "out")
+    table = read(tmp_path / "out" / "noise_additive_gaussian.csv")
+    assert table[0] == ["method.name", "0.05", "0.1"]
+    rows = {r[0]: r[1:] for r in table[1:]}
+    assert rows["sgd"] == ["91.00 ± 1.41", "72.00 ± 2.83"]
+    assert rows["sam"] == ["91.00 ± 0.00", "81.00 ± 1.41"]
+    assert written["noise_additive_gaussian.png"].stat().st_size > 1000
+    assert "noise_additive_gaussian.png" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_unfinished_runs_are_left_out_and_nothing_found_is_an_error(tmp_path):
+    fake_run(tmp_path, "a", {}, 5.0)
+    RunDir(tmp_path / "a").write_summary({"status": "failed", "error": "boom"})
+    with pytest.raises(AnalogLearnError, match="no finished runs"):
+        report([tmp_path], tmp_path / "out")
+    with pytest.raises(AnalogLearnError, match="does not exist"):
+        report([tmp_path / "missing"], tmp_path / "out")
