@@ -1,0 +1,34 @@
+"""Energy-based learning (Scellier, Ernoult, Kendall, Kumar, NeurIPS 2023; PAPERS.md A).
+
+* :mod:`.network` — layered convolutional / dense Hopfield networks, energy, analytic gradients;
+* :mod:`.minimize` — asynchronous / synchronous relaxation, precision, conv and max-pool caching;
+* :mod:`.estimators` — CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP;
+* :mod:`.methods` — the nine algorithms registered in ``METHODS``;
+* :mod:`.presets` — ``dchn32``, ``dchn_cpu``, ``tiny`` registered in ``MODELS``;
+* :mod:`.diagnose` — gradient fidelity of every estimator against the true gradient.
+"""
+
+from __future__ import annotations
+
+from . import methods, presets
+from .estimators import ALGORITHMS, cost, estimate
+from .methods import EnergyMethod, EnergyOptions
+from .minimize import Minimizer, Relaxation
+from .network import ConvPoolInteraction, DenseInteraction, HopfieldNetwork
+from .presets import HopfieldOptions
+
+__all__ = [
+    "ALGORITHMS",
+    "ConvPoolInteraction",
+    "DenseInteraction",
+    "EnergyMethod",
+    "EnergyOptions",
+    "HopfieldNetwork",
+    "HopfieldOptions",
+    "Minimizer",
+    "Relaxation",
+    "cost",
+    "estimate",
+    "methods",
+    "presets",
+]

@@ -1,0 +1,218 @@
+"""Gradient estimators of Scellier et al. 2023 (PAPERS.md A.3).
+
+Cost of one example: ``C(o, y) = ½‖o − onehot(y)‖²`` (reported as a batch mean). Every physical
+algorithm contrasts two relaxed states ``s¹, s²`` at nudgings ``β¹ < β²`` and sets::
+
+    ĝ = [∂E/∂θ(s²) − ∂E/∂θ(s¹)] / (β² − β¹)        (batch mean)
+
+so that ``param.grad = ĝ`` approximates ``∂C/∂θ`` and SGD descends. Variants: positive
+``(0, +β)``, negative ``(−β, 0)``, centered ``(−β, +β)``.
+
+* EP (PEP, NEP, CEP): the nudged states minimise ``E + β·C`` with the output free.
+* CpL (PCpL, NCpL, CCpL): the output is clamped to ``o* − β(o* − y)``, ``o*`` the free output.
+* CL: PCpL at β = 1 (output clamped to the target, versus clamped to its free value).
+* TBP: autograd through the nudged-phase iterations started from the free state.
+* RBP (Almeida–Pineda): at the free equilibrium ``s* = F(s*)``, with ``F`` one synchronous
+  update, ``v ← ∂C/∂s + v·∂F/∂s`` repeated ``rbp_steps`` times, then ``ĝ = v·∂F/∂θ``.
+
+All second states start from the free state; a β = 0 state (P, N variants, CL) is re-relaxed
+from the free state for the same number of iterations, as in the reference code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .minimize import Minimizer
+from .network import HopfieldNetwork, State
+
+ALGORITHMS = ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP")
+"""Canonical names of the nine learning algorithms."""
+
+_VARIANTS = {"P": (0.0, 1.0), "N": (-1.0, 0.0), "C": (-1.0, 1.0)}
+
+InputDrive = tuple[Tensor, Tensor | None] | None
+"""``(drive_1(x), max-pool indices)`` of the clamped input, or ``None``."""
+
+Gradients = list[tuple[Tensor, Tensor]]
+"""``[(g_W_k, g_b_k)]`` aligned with :meth:`HopfieldNetwork.layer_parameters`."""
+
+
+def onehot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """``(B,)`` integer labels to ``(B, K)`` one-hot targets."""
+    return F.one_hot(y, num_classes).to(dtype)
+
+
+def cost(output: Tensor, target: Tensor) -> Tensor:
+    """``C = ½‖o − y‖²`` per example, shape ``(B,)``; ``target`` is one-hot ``(B, K)``."""
+    return 0.5 * (output - target).pow(2).sum(1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an estimator needs besides the network and the batch.
+
+    Attributes:
+        beta: nudging strength β (> 0).
+        iterations: iterations of each nudged phase (and of TBP's unrolled relaxation).
+        minimizer: the relaxation used for the nudged phases.
+        rbp_steps: vector-Jacobian steps of RBP (the most it runs).
+        rbp_tolerance: stop RBP early when ``max|v_{t+1} − v_t| < rbp_tolerance`` (diagnostics).
+    """
+
+    beta: float
+    iterations: int
+    minimizer: Minimizer
+    rbp_steps: int = 15
+    rbp_tolerance: float | None = None
+
+
+def contrast(
+    net: HopfieldNetwork,
+    x: Tensor,
+    first: State,
+    second: State,
+    beta1: float,
+    beta2: float,
+    input_drive: InputDrive = None,
+) -> Gradients:
+    """``ĝ = [∂E/∂θ(s²) − ∂E/∂θ(s¹)] / (β² − β¹)``, accumulated in the parameters' dtype (fp32)."""
+    indices = input_drive[1] if input_drive is not None else None
+    g1, g2 = net.parameter_gradients(x, first, indices), net.parameter_gradients(x, second, indices)
+    scale = 1.0 / (beta2 - beta1)
+    return [((w2 - w1) * scale, (b2 - b1) * scale) for (w1, b1), (w2, b2) in zip(g1, g2)]
+
+
+def equilibrium_propagation(
+    variant: str,
+    net: HopfieldNetwork,
+    x: Tensor,
+    target: Tensor,
+    free: State,
+    settings: Settings,
+    input_drive: InputDrive = None,
+) -> Gradients:
+    """PEP/NEP/CEP: nudged phases minimise ``E + β_i·C`` from the free state, output free."""
+    betas = [sign * settings.beta for sign in _VARIANTS[variant]]
+    relax = functools.partial(settings.minimizer.relax, target=target, input_drive=input_drive)
+    states = [relax(net, x, free, settings.iterations, beta=b).state for b in betas]
+    return contrast(net, x, states[0], states[1], betas[0], betas[1], input_drive)
+
+
+def coupled_learning(
+    variant: str,
+    net: HopfieldNetwork,
+    x: Tensor,
+    target: Tensor,
+    free: State,
+    settings: Settings,
+    input_drive: InputDrive = None,
+) -> Gradients:
+    """PCpL/NCpL/CCpL (and CL at β = 1): output clamped to ``o* − β_i(o* − y)``."""
+    betas = [sign * settings.beta for sign in _VARIANTS[variant]]
+    relax = functools.partial(settings.minimizer.relax, input_drive=input_drive)
+    o_free = free[-1].detach()
+    states = [
+        relax(net, x, free, settings.iterations, clamp_output=o_free - b * (o_free - target)).state
+        for b in betas
+    ]
+    return contrast(net, x, states[0], states[1], betas[0], betas[1], input_drive)
+
+
+def truncated_backprop(
+    net: HopfieldNetwork, x: Tensor, target: Tensor, free: State, settings: Settings
+) -> Gradients:
+    """TBP: ``∂/∂θ`` of the mean cost after ``iterations`` asynchronous iterations from the free state."""
+    params = [p for pair in net.layer_parameters() for p in pair]
+    with torch.enable_grad():
+        final = settings.minimizer.relax(
+            net, x, [s.detach() for s in free], settings.iterations, differentiable=True
+        )
+        loss = cost(final.state[-1], target).mean()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    return list(zip(grads[0::2], grads[1::2]))
+
+
+def synchronous_map(net: HopfieldNetwork, x: Tensor, state: State, weights) -> State:
+    """``F(s, θ)``: one synchronous update of every free layer (the fixed-point map of RBP)."""
+    drives = net.drives(x, state, weights)
+    out = []
+    for k, s in enumerate(state):
+        h = drives[k][0] + net.bias_view(k, weights[k][1])
+        if k + 1 < len(state):
+            upper = net.interactions[k + 1]
+            h = (h + upper.feedback(state[k + 1], drives[k + 1][1], weights[k + 1][0], s.shape)).clamp(
+                0.0, 1.0
+            )
+        out.append(h)
+    return out
+
+
+def recurrent_backprop(
+    net: HopfieldNetwork, x: Tensor, target: Tensor, free: State, settings: Settings
+) -> Gradients:
+    """RBP (Almeida–Pineda) at the free state, taken as the equilibrium ``s* = F(s*)``.
+
+    ``v₀ = ∂C̄/∂s``; ``v_{t+1} = ∂C̄/∂s + v_t·∂F/∂s`` for ``rbp_steps`` steps; ``ĝ = v·∂F/∂θ``,
+    with ``C̄`` the batch-mean cost (all in the parameters' dtype).
+    """
+    params = [p for pair in net.layer_parameters() for p in pair]
+    with torch.enable_grad():
+        s_star = [s.detach().to(params[0].dtype).requires_grad_(True) for s in free]
+        image = synchronous_map(net, x.to(params[0].dtype), s_star, net.weights(detach=False))
+        source = [torch.zeros_like(s) for s in s_star]
+        source[-1] = (s_star[-1].detach() - target) / x.shape[0]
+        v = [t.clone() for t in source]
+        for _ in range(settings.rbp_steps):
+            vjp = torch.autograd.grad(image, s_star, v, retain_graph=True, allow_unused=True)
+            new = [src + (g if g is not None else 0.0) for src, g in zip(source, vjp)]
+            change = (
+                max(float((a - b).abs().max()) for a, b in zip(new, v)) if settings.rbp_tolerance else None
+            )
+            v = new
+            if change is not None and change < settings.rbp_tolerance:
+                break
+        grads = torch.autograd.grad(image, params, v, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    return list(zip(grads[0::2], grads[1::2]))
+
+
+def estimate(
+    algorithm: str,
+    net: HopfieldNetwork,
+    x: Tensor,
+    target: Tensor,
+    free: State,
+    settings: Settings,
+    input_drive: InputDrive = None,
+) -> Gradients:
+    """The gradient estimate ``ĝ`` of ``algorithm`` (one of :data:`ALGORITHMS`) at the free state.
+
+    ``input_drive``: the free relaxation's ``Relaxation.input_drive`` (saves the input layer's
+    convolution in every later phase; same weights and precision required).
+    """
+    if algorithm in ("PEP", "NEP", "CEP"):
+        return equilibrium_propagation(algorithm[0], net, x, target, free, settings, input_drive)
+    if algorithm in ("PCpL", "NCpL", "CCpL"):
+        return coupled_learning(algorithm[0], net, x, target, free, settings, input_drive)
+    if algorithm == "CL":
+        return coupled_learning("P", net, x, target, free, settings, input_drive)
+    if algorithm == "TBP":
+        return truncated_backprop(net, x, target, free, settings)
+    if algorithm == "RBP":
+        return recurrent_backprop(net, x, target, free, settings)
+    raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+
+
+def write_gradients(net: HopfieldNetwork, grads: Gradients) -> None:
+    """Add ``ĝ`` to ``.grad`` of every parameter (as ``backward()`` would)."""
+    for (w, b), (g_w, g_b) in zip(net.layer_parameters(), grads):
+        for p, g in ((w, g_w), (b, g_b)):
+            g = g.detach().to(p.dtype)
+            p.grad = g.clone() if p.grad is None else p.grad.add_(g)

@@ -1,0 +1,245 @@
+"""The nine energy-based learning algorithms as training methods (``METHODS``; PAPERS.md A.2–A.4).
+
+``METHODS.create(name, model, optimizer, options, generator=...)`` with ``name`` one of
+``CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP`` builds an :class:`EnergyMethod`. Each training
+step runs the free phase (warm-started from the previous batch's free state), lets the estimator
+write ``.grad`` (``ĝ`` of :mod:`analoglearn.energy.estimators`) and steps the optimiser.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..method import Method, Progress
+from ..registry import METHODS
+from .estimators import ALGORITHMS, Settings, cost, estimate, onehot, write_gradients
+from .minimize import OUTPUT_UPDATES, PRECISIONS, SCHEDULES, Minimizer, Relaxation, check_precision
+from .network import HopfieldNetwork, State
+
+DEFAULT_BETA = 0.25
+"""β of the comparative study (CL uses 1)."""
+
+
+@dataclass
+class EnergyOptions:
+    """Options shared by the nine energy-based algorithms."""
+
+    beta: float | None = None
+    """Nudging strength β > 0; ``None``: 0.25 (1.0 for CL, whose output is clamped to the target)."""
+    free_iterations: int = 60
+    """Iterations of the free phase (warm-started during training)."""
+    nudged_iterations: int = 15
+    """Iterations of each nudged phase (and of TBP's unrolled relaxation); 20 in the CIFAR-10 SOTA run."""
+    eval_iterations: int = 60
+    """Iterations of the free relaxation from zero at evaluation time."""
+    schedule: str = "asynchronous"
+    """Relaxation schedule: 'asynchronous' (odd then even layers, the paper's) or 'synchronous'."""
+    precision: str = "fp32"
+    """Relaxation precision: 'fp32', 'bf16' or 'fp16' (fp32 master weights and gradients)."""
+    output_update: str = "exact"
+    """Nudged output update: 'exact' minimiser (o = (W·s + b + β·y)/(1 + β)) or 'reference' iteration."""
+    rbp_steps: int = 15
+    """Vector-Jacobian steps of RBP (one synchronous step advances about half an asynchronous one)."""
+    warm_start: bool = True
+    """Start each free phase from the previous batch's free state (reset when the batch size changes)."""
+    tolerance: float | None = None
+    """Stop a relaxation early when max|Δs| < tolerance; ``None``: fixed iteration counts (the paper)."""
+    cache_pooling: bool = True
+    """Reuse convolutions and max-pool indices between half-sweeps (False: the reference's recomputation)."""
+
+    def __post_init__(self) -> None:
+        if self.beta is not None and not self.beta > 0:
+            raise ConfigError(f"method beta must be > 0 (or null for the default), got {self.beta}")
+        for name in ("free_iterations", "nudged_iterations", "eval_iterations", "rbp_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"method {name} must be a positive integer, got {value!r}")
+        choices = {"schedule": SCHEDULES, "precision": tuple(PRECISIONS), "output_update": OUTPUT_UPDATES}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(
+                    f"method {name} {getattr(self, name)!r} is not valid; choose one of {', '.join(valid)}"
+                )
+        if self.tolerance is not None and not self.tolerance > 0:
+            raise ConfigError(f"method tolerance must be > 0 or null, got {self.tolerance}")
+
+    def minimizer(self) -> Minimizer:
+        """The relaxation these options describe."""
+        return Minimizer(
+            self.schedule, self.precision, self.output_update, self.tolerance, self.cache_pooling
+        )
+
+
+class EnergyMethod(Method):
+    """Training with one of the nine algorithms of Scellier et al. 2023 (see :data:`ALGORITHMS`).
+
+    Attributes:
+        algorithm: canonical algorithm name.
+        warm: the previous batch's free state (``None`` before the first batch).
+    """
+
+    def __init__(
+        self,
+        algorithm: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        options: EnergyOptions | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not isinstance(model, HopfieldNetwork):
+            raise ConfigError(
+                f"method {algorithm!r} trains energy-based networks only, got {type(model).__name__}; "
+                "use model dchn32, dchn_cpu or tiny"
+            )
+        options = options if options is not None else EnergyOptions()
+        super().__init__(model, optimizer, options, generator=generator)
+        self.algorithm = algorithm
+        self.model: HopfieldNetwork = model
+        model.eval_iterations = options.eval_iterations
+        self.minimizer = options.minimizer()
+        check_precision(options.precision, model.biases[0].device)
+        beta = options.beta if options.beta is not None else (1.0 if algorithm == "CL" else DEFAULT_BETA)
+        self.settings = Settings(beta, options.nudged_iterations, self.minimizer, options.rbp_steps)
+        self.warm: State | None = None
+        self._stats: dict[str, float] = {}
+        self._batches = 0
+
+    # ----------------------------------------------------------------- phases
+    def _initial_state(self, x: Tensor) -> State:
+        warm = self.warm
+        if self.options.warm_start and warm is not None and warm[0].shape[0] == x.shape[0]:
+            return warm
+        return self.model.zero_state(x.shape[0], device=x.device)
+
+    def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True) -> Relaxation:
+        """Relax the free network (from the warm state, or from zero)."""
+        init = self._initial_state(x) if warm else self.model.zero_state(x.shape[0], device=x.device)
+        steps = iterations or self.options.free_iterations
+        return self.minimizer.relax(self.model, x, init, steps)
+
+    def closure(self, x: Tensor, y: Tensor, record: dict | None = None) -> Callable[[], Tensor]:
+        """A closure (DESIGN.md contract): free phase at the current weights, ``ĝ`` added to ``.grad``.
+
+        Returns the batch-mean cost of the free state. The first call stores in ``record`` the
+        batch's ``loss`` and ``correct`` and its free state under ``'free'`` (with SAM this is the
+        clean-weight call); :meth:`train_step` and :meth:`perturbed_step` make it the next warm start.
+        """
+        record = record if record is not None else {}
+
+        def run() -> Tensor:
+            with torch.no_grad():
+                relaxation = self.free_phase(x)
+            free = relaxation.state
+            target = onehot(y, free[-1].shape[1], free[-1].dtype)
+            grads = estimate(
+                self.algorithm, self.model, x, target, free, self.settings, relaxation.input_drive
+            )
+            write_gradients(self.model, grads)
+            loss = cost(free[-1], target).mean().detach()
+            if "free" not in record:
+                correct = int((free[-1].argmax(1) == y).sum())
+                stats = {**self._free_stats(x, free), "free_iterations": float(relaxation.iterations)}
+                record.update(free=free, stats=stats, loss=float(loss), correct=correct)
+            return loss
+
+        return run
+
+    # ----------------------------------------------------------------- Method API
+    def train_step(self, x: Tensor, y: Tensor, progress: Progress) -> dict[str, float]:
+        """Free phase, estimator ``ĝ`` into ``.grad``, optimiser step; metrics of the free state."""
+        record: dict = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.closure(x, y, record)()
+        self.optimizer.step()
+        return self._finish(x, record)
+
+    def perturbed_step(self, perturbation: Any, x: Tensor, y: Tensor, progress: Progress) -> dict[str, float]:
+        """One step through a perturbation wrapper (SAM, ASAM, RWP: ``perturbation.step(closure, progress)``).
+
+        The wrapper wraps this method's optimiser; noise-robust energy-based learning.
+        """
+        record: dict = {}
+        perturbation.step(self.closure(x, y, record), progress)
+        return self._finish(x, record)
+
+    def _finish(self, x: Tensor, record: dict) -> dict[str, float]:
+        """Keep the first closure call's free state as the next warm start; accumulate its stats."""
+        free = record.pop("free")
+        self.warm = [s.detach() for s in free] if self.options.warm_start else None
+        for key, value in record.pop("stats").items():
+            self._stats[key] = self._stats.get(key, 0.0) + value
+        self._batches += 1
+        return record
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Output ``(B, K)`` after ``eval_iterations`` of free relaxation from zero."""
+        return self.free_phase(x, self.options.eval_iterations, warm=False).state[-1]
+
+    def _free_stats(self, x: Tensor, free: State) -> dict[str, float]:
+        """Mean energy of the free state (before the step) and the fraction of units at 0 and 1."""
+        with torch.no_grad():
+            stats = {"energy": float(self.model.energy(x, free).mean())}
+        for k, s in enumerate(free[:-1], start=1):
+            stats[f"saturation_low/s{k}"] = float((s <= 0).float().mean())
+            stats[f"saturation_high/s{k}"] = float((s >= 1).float().mean())
+        return stats
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Epoch means: free-state energy, fractions of units at 0 and at 1, free-phase iterations run."""
+        out = {key: value / max(self._batches, 1) for key, value in self._stats.items()}
+        self._stats, self._batches = {}, 0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Warm-start states (plain tensors) and the epoch's partial statistics, for exact resumption."""
+        return {
+            "warm": [s.clone() for s in self.warm] if self.warm is not None else [],
+            "stats": dict(self._stats),
+            "batches": self._batches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        warm = state.get("warm") or []
+        device = self.model.biases[0].device
+        self.warm = [s.clone().to(device) for s in warm] if warm else None
+        self._stats = {key: float(value) for key, value in state.get("stats", {}).items()}
+        self._batches = int(state.get("batches", 0))
+
+
+def _factory(
+    algorithm: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: EnergyOptions | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> EnergyMethod:
+    return EnergyMethod(algorithm, model, optimizer, options, generator=generator)
+
+
+_SUMMARIES = {
+    "CL": "contrastive learning: output clamped to the target vs to its free value",
+    "PEP": "equilibrium propagation, positive nudging (0, +β)",
+    "NEP": "equilibrium propagation, negative nudging (−β, 0)",
+    "CEP": "equilibrium propagation, centered nudging (−β, +β)",
+    "PCpL": "coupled learning, positive (0, +β)",
+    "NCpL": "coupled learning, negative (−β, 0)",
+    "CCpL": "coupled learning, centered (−β, +β)",
+    "TBP": "truncated backprop through the nudged-phase iterations (baseline)",
+    "RBP": "recurrent backprop (Almeida–Pineda) at the free equilibrium (baseline)",
+}
+
+for _name in ALGORITHMS:
+    METHODS.register(_name, options=EnergyOptions, summary=_SUMMARIES[_name])(
+        functools.partial(_factory, _name)
+    )

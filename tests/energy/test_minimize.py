@@ -1,0 +1,114 @@
+"""Minimiser: monotone energy, asynchronous vs synchronous, caching, precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ebl_helpers import make_batch, make_net
+
+from analoglearn.energy.minimize import Minimizer, check_precision
+from analoglearn.errors import ConfigError
+
+
+def test_energy_never_increases_along_asynchronous_iterations(net, batch):
+    x, _ = batch
+    g = torch.Generator().manual_seed(5)
+    state = [torch.rand((x.shape[0], *shape), generator=g, dtype=torch.float64) for shape in net.layer_shapes]
+    minimizer = Minimizer(precision="fp64")
+    energies = [net.energy(x, state)]
+    for _ in range(25):
+        state = minimizer.relax(net, x, state, 1).state
+        energies.append(net.energy(x, state))
+    energies = torch.stack(energies)
+    assert (energies[1:] <= energies[:-1] + 1e-12).all()
+    assert (energies[-1] < energies[0]).all()
+
+
+def test_asynchronous_converges_in_fewer_iterations_than_synchronous():
+    net = make_net(seed=4, gains=[1.0, 1.0, 1.0])
+    x, _ = make_batch(batch=8, seed=4)
+    init = net.zero_state(8)
+    fast = Minimizer(precision="fp64", tolerance=1e-5).relax(net, x, init, 200)
+    slow = Minimizer(precision="fp64", tolerance=1e-5, schedule="synchronous").relax(net, x, init, 200)
+    assert fast.residual < 1e-5
+    assert fast.iterations < slow.iterations
+
+
+def test_fixed_point_is_a_stationary_point_of_the_energy(net, batch):
+    x, _ = batch
+    state = Minimizer(precision="fp64", tolerance=1e-13).relax(net, x, net.zero_state(4), 1000).state
+    grads = net.state_gradients(x, state)
+    for s, g in zip(state[:-1], grads[:-1]):
+        interior = (s > 1e-9) & (s < 1 - 1e-9)
+        assert g[interior].abs().max() < 1e-10
+        assert (g[s <= 1e-9] >= -1e-10).all() and (g[s >= 1 - 1e-9] <= 1e-10).all()
+    assert grads[-1].abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("schedule", ["asynchronous", "synchronous"])
+def test_cached_and_naive_relaxations_are_identical(net, batch, schedule):
+    x, y = batch
+    init = net.zero_state(4)
+    target = torch.nn.functional.one_hot(y, 3).double()
+    cached = Minimizer(schedule, "fp64", cache=True).relax(net, x, init, 12, beta=0.3, target=target)
+    naive = Minimizer(schedule, "fp64", cache=False).relax(net, x, init, 12, beta=0.3, target=target)
+    for a, b in zip(cached.state, naive.state):
+        assert torch.equal(a, b)
+
+
+def test_bf16_relaxation_ends_near_fp32_state():
+    net = make_net(dtype=torch.float32)
+    x, _ = make_batch(batch=8, dtype=torch.float32)
+    init = net.zero_state(8)
+    exact = Minimizer(precision="fp32").relax(net, x, init, 40).state
+    low = Minimizer(precision="bf16").relax(net, x, init, 40).state
+    assert all(s.dtype == torch.float32 for s in low)
+    for a, b in zip(exact, low):
+        assert (a - b).abs().max() < 0.05
+
+
+def test_nudged_output_updates_reach_the_same_fixed_point(net, batch):
+    x, y = batch
+    target = torch.nn.functional.one_hot(y, 3).double()
+    free = Minimizer(precision="fp64").relax(net, x, net.zero_state(4), 200).state
+    kw = dict(beta=0.5, target=target)
+    exact = Minimizer(precision="fp64", output_update="exact").relax(net, x, free, 300, **kw).state
+    ref = Minimizer(precision="fp64", output_update="reference").relax(net, x, free, 300, **kw).state
+    for a, b in zip(exact, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_tolerance_reports_iterations_used(net, batch):
+    x, _ = batch
+    result = Minimizer(precision="fp64", tolerance=1e-8).relax(net, x, net.zero_state(4), 500)
+    assert 1 < result.iterations < 500 and result.residual < 1e-8
+    assert Minimizer(precision="fp64").relax(net, x, net.zero_state(4), 7).iterations == 7
+
+
+def test_bad_settings_raise_config_error():
+    with pytest.raises(ConfigError, match="asynchronous"):
+        Minimizer(schedule="gauss-seidel")
+    with pytest.raises(ConfigError, match="bf16"):
+        Minimizer(precision="int8")
+    with pytest.raises(ConfigError, match="exact"):
+        Minimizer(output_update="newton")
+    with pytest.raises(ConfigError, match="valid precisions"):
+        check_precision("fp8", "cpu")
+
+
+def test_groups_follow_layer_parity():
+    asynchronous, synchronous = Minimizer(), Minimizer(schedule="synchronous")
+    assert asynchronous.groups(5, clamped=False) == [[0, 2, 4], [1, 3]]  # {s1, s3, o}, {s2, s4}
+    assert asynchronous.groups(5, clamped=True) == [[0, 2], [1, 3]]
+    assert asynchronous.groups(2, clamped=True) == [[0]]
+    assert synchronous.groups(5, clamped=False) == [[0, 1, 2, 3, 4]]
+
+
+def test_one_hidden_layer_network_with_clamped_output():
+    from analoglearn.energy.network import HopfieldNetwork
+
+    net = HopfieldNetwork((1, 4, 4), (2,), 3, gains=[0.5, 0.5], generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 1, 4, 4)
+    clamp = torch.zeros(2, 3)
+    result = Minimizer(tolerance=1e-6).relax(net, x, net.zero_state(2), 50, clamp_output=clamp)
+    assert result.iterations <= 2 and torch.equal(result.state[-1], clamp)
