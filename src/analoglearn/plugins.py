@@ -11,8 +11,4 @@ BUILTINS = ("analoglearn.data", "analoglearn.nets", "analoglearn.robust", "analo
 def load_builtins() -> None:
     """Import every built-in package once (idempotent, cheap after the first call)."""
     for name in BUILTINS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:  # pragma: no cover - packages under construction
-            if err.name != name:
-                raise
+        importlib.import_module(name)

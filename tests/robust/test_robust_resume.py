@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analoglearn.config import build_config
-from analoglearn.robust.methods import PerturbedBackprop
+from analoglearn.robust.methods import Perturbed
 from analoglearn.runs import RunDir
 from analoglearn.train import fit
 
@@ -24,7 +24,7 @@ def strip(history):
 def test_interrupted_perturbed_run_resumes_exactly(tiny, tmp_path, monkeypatch, method):
     cfg = build_config(tiny(method=METHODS[method], train={"epochs": 2, "checkpoint_every": 7}))
     fit(cfg, tmp_path / "full", log=lambda s: None)
-    original, calls = PerturbedBackprop.train_step, []
+    original, calls = Perturbed.train_step, []
 
     def interrupted(self, x, y, progress):
         calls.append(1)
@@ -32,10 +32,10 @@ def test_interrupted_perturbed_run_resumes_exactly(tiny, tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return original(self, x, y, progress)
 
-    monkeypatch.setattr(PerturbedBackprop, "train_step", interrupted)
+    monkeypatch.setattr(Perturbed, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "cut", log=lambda s: None)
-    monkeypatch.setattr(PerturbedBackprop, "train_step", original)
+    monkeypatch.setattr(Perturbed, "train_step", original)
     fit(None, tmp_path / "cut", resume=True, log=lambda s: None)
     full, cut = strip(RunDir(tmp_path / "full").metrics()), strip(RunDir(tmp_path / "cut").metrics())
     assert cut == full and "sharpness" in full[-1]

@@ -71,6 +71,13 @@ class Backprop(Method):
         self.optimizer.step()
         return record
 
+    def perturbed_step(self, perturbation: Any, x: torch.Tensor, y: torch.Tensor, progress: Progress) -> dict:
+        """One step through a perturbation wrapper: ``perturbation.step(closure, progress)``."""
+        self.model.train()
+        record: dict[str, float] = {}
+        perturbation.step(self.loss_closure(x, y, record), progress)
+        return record
+
 
 @METHODS.register("sgd", aliases=("backprop", "bp"), options=BackpropOptions)
 def sgd(
@@ -95,7 +102,42 @@ def _strength(name: str, final: float, schedule: str, options: dict[str, Any]) -
 
 
 @dataclass
-class SAMOptions(BackpropOptions):
+class InnerOptions(BackpropOptions):
+    """What the perturbation wraps: backprop of the cross-entropy, or an energy-based estimator."""
+
+    estimator: str | None = None
+    """None: backprop of the cross-entropy. An energy-based algorithm (CEP, PEP, NEP, CL, ...): its
+    gradient estimate, computed by relaxing the Hopfield network at the perturbed weights (the model
+    must be an energy-based network: dchn32, dchn_cpu, tiny)."""
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the estimator (beta, free_iterations, nudged_iterations, ...; see ``method.name: CEP``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.estimator is not None:
+            from ..plugins import load_builtins
+
+            load_builtins()
+            self.estimator = METHODS.canonical(self.estimator)
+            if self.estimator in ("sgd", "sam", "asam", "rwp"):
+                raise ConfigError(f"method.estimator must be an energy-based algorithm, got {self.estimator!r}; "
+                                  "leave it null for backprop")
+            METHODS.build_options(self.estimator, self.estimator_options)
+        elif self.estimator_options:
+            raise ConfigError("method.estimator_options given without method.estimator")
+
+
+def inner_method(model: nn.Module, optimizer: torch.optim.Optimizer, options: InnerOptions,
+                 generator: torch.Generator | None) -> Method:
+    """The method whose closure the perturbation wraps (backprop, or the named estimator)."""
+    if options.estimator is None:
+        return Backprop(model, optimizer, options, generator=generator)
+    estimator_options = METHODS.build_options(options.estimator, options.estimator_options)
+    return METHODS.create(options.estimator, model, optimizer, estimator_options, generator=generator)
+
+
+@dataclass
+class SAMOptions(InnerOptions):
     """Options of ``sam`` (Foret et al. 2021; Paper B §B.2)."""
 
     rho: float = 0.05
@@ -128,7 +170,7 @@ class ASAMOptions(SAMOptions):
 
 
 @dataclass
-class RWPOptions(BackpropOptions):
+class RWPOptions(InnerOptions):
     """Options of ``rwp`` (random weight perturbation, Paper B §B.2)."""
 
     sigma: float = 0.02
@@ -158,37 +200,41 @@ class RWPOptions(BackpropOptions):
             raise ConfigError(f"method.mix must be in [0, 1], got {self.mix}")
 
 
-class PerturbedBackprop(Backprop):
-    """Backprop whose optimiser step goes through a perturbation wrapper (SAM, ASAM or RWP).
+class Perturbed(Method):
+    """A method whose optimiser step goes through a perturbation wrapper (SAM, ASAM or RWP).
 
-    The batch metrics ``loss`` and ``correct`` come from the wrapper's first closure call: at the
-    clean weights for SAM/ASAM and for RWP with a clean pass, at the first noisy draw otherwise.
+    The wrapped *inner* method supplies the closure (DESIGN.md): backprop of the cross-entropy, or
+    an energy-based estimator (noise-robust equilibrium propagation). The batch metrics ``loss``
+    and ``correct`` come from the wrapper's first closure call: at the clean weights for SAM/ASAM
+    and for RWP with a clean pass, at the first noisy draw otherwise.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, options: Any, *,
-                 generator: torch.Generator | None, perturbation: Perturbation, strength_key: str) -> None:
-        super().__init__(model, optimizer, options, generator=generator)
-        self.perturbation, self.strength_key = perturbation, strength_key
+    def __init__(self, inner: Method, perturbation: Perturbation, strength_key: str) -> None:
+        super().__init__(inner.model, inner.optimizer, inner.options, generator=inner.generator)
+        self.inner, self.perturbation, self.strength_key = inner, perturbation, strength_key
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, progress: Progress) -> dict[str, float]:
         """One perturbed step; metrics also hold the strength in force (``rho`` or ``sigma``)."""
-        self.model.train()
-        record: dict[str, float] = {}
         strength = self.perturbation.current_strength(progress)
-        self.perturbation.step(self.loss_closure(x, y, record), progress)
+        record = self.inner.perturbed_step(self.perturbation, x, y, progress)  # type: ignore[attr-defined]
         record[self.strength_key] = strength
         return record
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The inner method's prediction (a relaxation from zero for an energy-based network)."""
+        return self.inner.predict(x)
+
     def epoch_metrics(self) -> dict[str, float]:
-        """Epoch means of the landscape diagnostics (empty when diagnostics are off)."""
-        return self.perturbation.epoch.summary()
+        """The inner method's epoch metrics and the landscape diagnostics (when on)."""
+        return {**self.inner.epoch_metrics(), **self.perturbation.epoch.summary()}
 
     def state_dict(self) -> dict[str, Any]:
-        """Step counter, schedule state (feedback clock) and RWP's generator state."""
-        return {"perturbation": self.perturbation.own_state_dict()}
+        """Step counter, schedule state (feedback clock), RWP's generator state, the inner method's state."""
+        return {"perturbation": self.perturbation.own_state_dict(), "inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.perturbation.load_own_state_dict(state["perturbation"])
+        self.inner.load_state_dict(state.get("inner", {}))
 
 
 @METHODS.register("sam", options=SAMOptions)
@@ -198,9 +244,7 @@ def sam(model: nn.Module, optimizer: torch.optim.Optimizer, options: SAMOptions,
     options = options or SAMOptions()
     rho = _strength("method.rho", options.rho, options.schedule, options.schedule_options)
     wrapper = SAM(optimizer, rho, model=model, diagnostics=options.diagnostics)
-    return PerturbedBackprop(
-        model, optimizer, options, generator=generator, perturbation=wrapper, strength_key="rho"
-    )
+    return Perturbed(inner_method(model, optimizer, options, generator), wrapper, "rho")
 
 
 @METHODS.register("asam", options=ASAMOptions)
@@ -210,9 +254,7 @@ def asam(model: nn.Module, optimizer: torch.optim.Optimizer, options: ASAMOption
     options = options or ASAMOptions()
     rho = _strength("method.rho", options.rho, options.schedule, options.schedule_options)
     wrapper = ASAM(optimizer, rho, model=model, eta=options.eta, diagnostics=options.diagnostics)
-    return PerturbedBackprop(
-        model, optimizer, options, generator=generator, perturbation=wrapper, strength_key="rho"
-    )
+    return Perturbed(inner_method(model, optimizer, options, generator), wrapper, "rho")
 
 
 @METHODS.register("rwp", options=RWPOptions)
@@ -224,5 +266,4 @@ def rwp(model: nn.Module, optimizer: torch.optim.Optimizer, options: RWPOptions,
     model_noise = noise.build(options.noise, options.sigma, **options.noise_options)
     wrapper = RWP(optimizer, model_noise, sigma, model=model, samples=options.samples, mix=options.mix,
                   generator=generator, diagnostics=options.diagnostics)
-    return PerturbedBackprop(model, optimizer, options, generator=generator, perturbation=wrapper,
-                             strength_key="sigma")
+    return Perturbed(inner_method(model, optimizer, options, generator), wrapper, "sigma")
