@@ -15,15 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@if [ "$(origin TORCH)" = "command line" ] || ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 		$(BIN)/pip install --quiet "$(TORCH)"; fi
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
 	@touch $@
 
 data: $(VENV)/.installed
 	@$(BIN)/analoglearn data fetch $(DATASETS) || \
 		echo "warning: some datasets could not be fetched ('analoglearn data list' says how to get them)"
 
+# The main job: a Hopfield network trained with CEP on MNIST and a CNN trained with RWP on
+# Fashion-MNIST, both evaluated under weight noise, then a report. A rerun skips finished runs.
 demo: install
-	$(BIN)/analoglearn train --config configs/demo.yaml --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/analoglearn sweep recipes/demo/demo.yaml --out runs/demo
+	$(BIN)/analoglearn report runs/demo --out runs/demo/report
+	@echo "demo results: runs/demo (one run directory per model); report: runs/demo/report/report.md"
 
 test: install
 	$(BIN)/pytest -q

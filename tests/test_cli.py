@@ -90,3 +90,21 @@ def test_noise_evaluation_at_the_end_of_training_is_paired_across_runs(tiny, tmp
     assert a["noise"][0]["trials"] == 3 and (tmp_path / "a" / "noise.csv").is_file()
     seeds = [json.loads((tmp_path / n / "noise.json").read_text())["points"][0]["seeds"] for n in ("a", "b")]
     assert seeds[0] == seeds[1]  # the same trial draws for every run: paired comparisons
+
+
+def test_diagnose_gradients_cep_beats_pep_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "grads.json"
+    code, out, err = run(capsys, "diagnose", "gradients", "--preset", "tiny", "--beta", "0.05",
+                         "--algorithms", "CEP,PEP", "--json", str(path))
+    assert code == 0, err
+    result = json.loads(path.read_text())
+    assert set(result) == {"CEP", "PEP"}
+    assert result["CEP"]["cosine"] > 0.99
+    assert result["CEP"]["relative_error"] < result["PEP"]["relative_error"]
+    assert "CEP" in out
+
+
+@pytest.mark.parametrize("argv", [["--preset", "nope"], ["--beta", "0"], ["--algorithms", "CEP,XX"]])
+def test_diagnose_bad_input(capsys, argv):
+    code, _, err = run(capsys, "diagnose", "gradients", *argv)
+    assert code == 2 and "Traceback" not in err

@@ -78,6 +78,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- diagnose
+
+
+def cmd_diagnose_gradients(args: argparse.Namespace) -> int:
+    from .energy.diagnose import format_table, gradient_fidelity
+    from .runs import write_json
+
+    if not args.beta > 0:
+        raise AnalogLearnError(f"--beta must be > 0, got {args.beta}")
+    if args.batch_size < 1:
+        raise AnalogLearnError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    results = gradient_fidelity(args.preset, args.beta, batch_size=args.batch_size, seed=args.seed,
+                                algorithms=args.algorithms.split(",") if args.algorithms else None)
+    print(format_table(results))
+    if args.json:
+        write_json(Path(args.json), results)
+        print(f"written: {args.json}")
+    return 0
+
+
 # ---------------------------------------------------------------- data and listings
 
 
@@ -170,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="JSON output (default RUN_DIR/eval-<noise>-<checkpoint>-t<trials>.json)")
     ev.add_argument("--csv", help="CSV output (default beside the JSON)")
     ev.set_defaults(handler=cmd_evaluate)
+
+    diag = sub.add_parser("diagnose", help="diagnostics of the energy-based estimators")
+    diag_sub = diag.add_subparsers(dest="diagnose_command", required=True)
+    grads = diag_sub.add_parser("gradients", help="every estimator's gradient against the true gradient (float64)")
+    grads.add_argument("--preset", default="tiny", help="energy-based network: tiny, dchn_cpu or dchn32")
+    grads.add_argument("--beta", type=float, default=0.05, help="nudging strength β > 0")
+    grads.add_argument("--batch-size", type=int, default=8, help="examples in the random batch")
+    grads.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    grads.add_argument("--algorithms", help="comma-separated subset, e.g. CEP,PEP,NEP (default: all nine)")
+    grads.add_argument("--json", help="write the results as JSON (keys: algorithm names)")
+    grads.set_defaults(handler=cmd_diagnose_gradients)
 
     data = sub.add_parser("data", help="list or fetch datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

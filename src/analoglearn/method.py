@@ -92,6 +92,11 @@ class Method:
         """Extra metrics gathered during the epoch (diagnostics); resets them. Default: none."""
         return {}
 
+    def final_artifacts(self, x: torch.Tensor) -> dict[str, Any]:
+        """Files to write into the run directory at the end of training, ``{file name: JSON-able data}``,
+        computed on a test batch ``x``. Default: none (energy-based methods write ``relaxation.json``)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Persistent state beyond model and optimiser (e.g. warm-start states), plain tensors only."""
         return {}

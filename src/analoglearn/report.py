@@ -276,12 +276,13 @@ def plot_relaxation(runs: list[Run], keys: list[str], path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for run, trace in traces:
         name = label(keys, tuple(run.flat.get(k) for k in keys)) + f" (seed {run.flat.get('seed')})"
+        floor = min(min(curve["energy"]) for curve in trace.values())
         for schedule, curve in trace.items():
             its = range(1, len(curve["residual"]) + 1)
-            left.semilogy(its, curve["residual"], label=f"{name}: {schedule}")
-            right.plot(its, curve["energy"], label=f"{name}: {schedule}")
+            left.semilogy(its, [max(r, 1e-12) for r in curve["residual"]], label=f"{name}: {schedule}")
+            right.semilogy(its, [max(e - floor, 1e-12) for e in curve["energy"]], label=f"{name}: {schedule}")
     left.set(xlabel="iteration", ylabel="residual max|Δs|", title="Relaxation: residual")
-    right.set(xlabel="iteration", ylabel="mean energy E", title="Relaxation: energy")
+    right.set(xlabel="iteration", ylabel="Ē − lowest Ē reached", title="Relaxation: mean energy above its floor")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)

@@ -28,7 +28,7 @@ from .config import Config, DataConfig, OptimConfig, build_config
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .method import Method, Progress
 from .registry import METHODS, MODELS
-from .runs import BEST, LAST, RunDir
+from .runs import BEST, LAST, RunDir, write_json
 
 CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
@@ -317,11 +317,18 @@ class Trainer:
 
         return tqdm(total=total, initial=self.batch, desc=f"epoch {self.epoch + 1}", leave=False)
 
+    def write_artifacts(self, examples: int = 64) -> None:
+        """The method's end-of-training files (e.g. a relaxation profile), on the first test images."""
+        x, _ = next(iter(self.test_loader))
+        for name, content in self.method.final_artifacts(x[:examples]).items():
+            write_json(self.run_dir.path / name, content)
+
     def finish(self) -> dict[str, Any]:
         """Evaluate under noise (``eval`` section), write ``summary.json`` and return it."""
         from .assess import assess_after_training
 
         final = self.history[-1] if self.history else {}
+        self.write_artifacts()
         noise = assess_after_training(self, self.log)
         summary: dict[str, Any] = {
             "status": "finished",

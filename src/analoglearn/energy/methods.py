@@ -22,6 +22,7 @@ from ..registry import METHODS
 from .estimators import ALGORITHMS, Settings, cost, estimate, onehot, write_gradients
 from .minimize import OUTPUT_UPDATES, PRECISIONS, SCHEDULES, Minimizer, Relaxation, check_precision
 from .network import HopfieldNetwork, State
+from .profile import relaxation_profile
 
 DEFAULT_BETA = 0.25
 """β of the comparative study (CL uses 1)."""
@@ -183,6 +184,11 @@ class EnergyMethod(Method):
     def predict(self, x: Tensor) -> Tensor:
         """Output ``(B, K)`` after ``eval_iterations`` of free relaxation from zero."""
         return self.free_phase(x, self.options.eval_iterations, warm=False).state[-1]
+
+    def final_artifacts(self, x: Tensor) -> dict[str, Any]:
+        """``relaxation.json``: residual and energy per iteration of both schedules on ``x``, from zero."""
+        profile = relaxation_profile(self.model, x, self.options.eval_iterations, precision=self.options.precision)
+        return {"relaxation.json": profile}
 
     def _free_stats(self, x: Tensor, free: State) -> dict[str, float]:
         """Mean energy of the free state (before the step) and the fraction of units at 0 and 1."""

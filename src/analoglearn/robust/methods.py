@@ -224,6 +224,10 @@ class Perturbed(Method):
         """The inner method's prediction (a relaxation from zero for an energy-based network)."""
         return self.inner.predict(x)
 
+    def final_artifacts(self, x: torch.Tensor) -> dict[str, Any]:
+        """The inner method's end-of-training files."""
+        return self.inner.final_artifacts(x)
+
     def epoch_metrics(self) -> dict[str, float]:
         """The inner method's epoch metrics and the landscape diagnostics (when on)."""
         return {**self.inner.epoch_metrics(), **self.perturbation.epoch.summary()}
