@@ -2,7 +2,7 @@
 
 A grid file::
 
-    base: ../../configs/demo.yaml        # a config file (relative to the grid file) or an inline mapping
+    base: ../../configs/lenet-mnist.yaml # a config file (relative to the grid file) or an inline mapping
     overrides: [train.epochs=1]          # optional dotted overrides applied to the base
     variants:                            # optional: a list of runs that differ in several keys at once
       - {data.name: MNIST, model: {name: lenet}}
