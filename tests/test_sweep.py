@@ -31,10 +31,10 @@ def test_smoke_grid_expands_to_distinct_validated_runs(tmp_path):
 
 
 def test_rerun_skips_finished_runs_and_report_is_written(tmp_path):
-    first = sweep(SMOKE, tmp_path / "s", log=quiet)
+    first = sweep(SMOKE, tmp_path / "s", log=quiet, verbose=False)
     assert [r["status"] for r in first] == ["finished"] * 4
     lines = []
-    second = sweep(SMOKE, tmp_path / "s", log=lines.append)
+    second = sweep(SMOKE, tmp_path / "s", log=lines.append, verbose=False)
     assert [r["status"] for r in second] == ["skipped"] * 4
     assert "4 already finished, skipped" in lines[0]
     written = report([tmp_path / "s"], tmp_path / "r")
@@ -59,14 +59,14 @@ def grid_file(tmp_path, grid, base=None):
 )
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, grid, message):
     with pytest.raises(ConfigError, match=message):
-        sweep(grid_file(tmp_path, grid), tmp_path / "out", log=quiet)
+        sweep(grid_file(tmp_path, grid), tmp_path / "out", log=quiet, verbose=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_run_is_recorded_and_the_rest_goes_on(tmp_path):
     base = yaml.safe_load(SMOKE.read_text())["base"]
     grid = grid_file(tmp_path, {"optim.lr": [0.05, 1.0e6], "optim.momentum": [0.0]}, base)
-    results = sweep(grid, tmp_path / "out", log=quiet)
+    results = sweep(grid, tmp_path / "out", log=quiet, verbose=False)
     assert sorted(r["status"] for r in results) == ["failed", "finished"]
     failed = next(r for r in results if r["status"] == "failed")
     assert "diverged" in failed["error"]
@@ -74,9 +74,9 @@ def test_a_failed_run_is_recorded_and_the_rest_goes_on(tmp_path):
 
 def test_unknown_executor_and_stray_address(tmp_path):
     with pytest.raises(ConfigError, match="valid executors: inprocess, ray"):
-        sweep(SMOKE, tmp_path, executor="dask", log=quiet)
+        sweep(SMOKE, tmp_path, executor="dask", log=quiet, verbose=False)
     with pytest.raises(ConfigError, match="--executor ray"):
-        sweep(SMOKE, tmp_path, address="127.0.0.1:6379", log=quiet)
+        sweep(SMOKE, tmp_path, address="127.0.0.1:6379", log=quiet, verbose=False)
 
 
 def test_report_without_runs_says_so(tmp_path):
@@ -126,15 +126,15 @@ def ray_or_skip():
 def test_unreachable_ray_address_fails_fast_with_a_message(tmp_path):
     ray_or_skip()
     with pytest.raises(AnalogLearnError, match="cannot reach the Ray cluster at '127.0.0.1:9'"):
-        sweep(SMOKE, tmp_path / "out", executor="ray", address="127.0.0.1:9", log=quiet)
+        sweep(SMOKE, tmp_path / "out", executor="ray", address="127.0.0.1:9", log=quiet, verbose=False)
     assert not any((tmp_path / "out").glob("*/summary.json"))
 
 
 def test_ray_executor_runs_the_smoke_grid_on_a_local_cluster(tmp_path):
     ray_or_skip()
-    results = sweep(SMOKE, tmp_path / "ray", executor="ray", log=quiet)
+    results = sweep(SMOKE, tmp_path / "ray", executor="ray", log=quiet, verbose=False)
     assert [r["status"] for r in results] == ["finished"] * 4
-    local = sweep(SMOKE, tmp_path / "local", log=quiet)
+    local = sweep(SMOKE, tmp_path / "local", log=quiet, verbose=False)
     assert [r["summary"]["test_error"] for r in results] == [r["summary"]["test_error"] for r in local]
 
 

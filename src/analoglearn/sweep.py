@@ -102,8 +102,10 @@ def expand(base: dict[str, Any], axes: dict[str, list[Any]], out: str | Path) ->
     return jobs
 
 
-def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) -> dict[str, Any]:
+def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run (or skip, or resume) one grid point; never raises for a failed run, records it instead.
+
+    ``verbose`` prints the run's per-epoch lines, prefixed with its directory name.
 
     Returns ``{"status": "finished" | "skipped" | "failed", "run_dir", "summary" | "error"}``.
     """
@@ -115,11 +117,16 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) ->
     try:
         if threads:
             config = {**config, "train": {**config.get("train", {}), "threads": threads}}
-        quiet: Callable[[str], None] = lambda line: None  # noqa: E731
+        name = Path(run_dir).name
+
+        def log(line: str) -> None:
+            if verbose:
+                print("\n".join(f"    [{name}] {part}" for part in line.splitlines()), flush=True)
+
         if run.exists():
-            summary = fit(None, run_dir, resume=True, log=quiet)  # type: ignore[arg-type]
+            summary = fit(None, run_dir, resume=True, log=log)  # type: ignore[arg-type]
         else:
-            summary = fit(build_config(config), run_dir, log=quiet)
+            summary = fit(build_config(config), run_dir, log=log)
     except Exception as err:
         message = str(err) if isinstance(err, AnalogLearnError) else traceback.format_exc()
         run.path.mkdir(parents=True, exist_ok=True)
@@ -128,10 +135,10 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) ->
     return {"status": "finished", "run_dir": str(run_dir), "summary": summary}
 
 
-def run_inprocess(jobs: list[Job], report: Callable[[Job, dict[str, Any]], None]) -> None:
-    """Run the jobs one after another in this process."""
+def run_inprocess(jobs: list[Job], report: Callable[[Job, dict[str, Any]], None], verbose: bool = True) -> None:
+    """Run the jobs one after another in this process, printing their epochs when ``verbose``."""
     for job in jobs:
-        report(job, run_job(job.config, str(job.run_dir)))
+        report(job, run_job(job.config, str(job.run_dir), verbose=verbose))
 
 
 def run_ray(
@@ -203,6 +210,7 @@ def sweep(
     address: str | None = None,
     cpus_per_run: int = 1,
     log: Callable[[str], None] = print,
+    verbose: bool = True,
 ) -> list[dict[str, Any]]:
     """Expand ``grid``, run what is not finished, write ``OUT/sweep.json``; return one result per run."""
     if executor not in EXECUTORS:
@@ -227,7 +235,7 @@ def sweep(
     if executor == "ray":
         run_ray(jobs, report, address=address, cpus_per_run=cpus_per_run)
     else:
-        run_inprocess(jobs, report)
+        run_inprocess(jobs, report, verbose=verbose)
     ordered = [results[job.run_dir] for job in jobs]
     write_json(out / "sweep.json", {"grid": str(grid), "axes": axes,
                                     "runs": [{k: r[k] for k in ("run_dir", "axes", "status")} for r in ordered]})
