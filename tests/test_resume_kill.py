@@ -12,8 +12,6 @@ import yaml
 
 from analoglearn.runs import RunDir
 
-TIMINGS = ("epoch_seconds", "eval_seconds")
-
 
 def run_cli(*args, **kwargs):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
@@ -21,7 +19,7 @@ def run_cli(*args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_killed_run_resumes_to_the_same_metrics(tiny, tmp_path):
+def test_killed_run_resumes_to_the_same_metrics(tiny, tmp_path, strip_timings):
     raw = tiny(data={"batch_size": 16, "train_subset": 1600}, train={"epochs": 3, "checkpoint_every": 20})
     raw["model"] = {"name": "lenet"}
     config = tmp_path / "run.yaml"
@@ -50,7 +48,7 @@ def test_killed_run_resumes_to_the_same_metrics(tiny, tmp_path):
     assert whole.returncode == 0, err
 
     def strip(path):
-        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in RunDir(path).metrics()]
+        return strip_timings(RunDir(path).metrics())
 
     assert len(strip(killed)) == 3
     assert strip(killed) == strip(full)

@@ -12,12 +12,6 @@ from analoglearn.errors import CheckpointError, TrainingDiverged
 from analoglearn.runs import RunDir
 from analoglearn.train import Seeds, fit, schedule_factor
 
-TIMINGS = ("epoch_seconds", "eval_seconds")
-
-
-def strip(history):
-    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in history]
-
 
 def test_training_learns_and_writes_the_run(tiny, tmp_path):
     cfg = build_config(tiny(train={"epochs": 3}))
@@ -34,43 +28,29 @@ def test_training_learns_and_writes_the_run(tiny, tmp_path):
     assert build_config(run.raw_config()).to_dict() == cfg.to_dict()
 
 
-def test_same_seed_same_run_different_seed_different_run(tiny, tmp_path):
+def test_same_seed_same_run_different_seed_different_run(tiny, tmp_path, strip_timings):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         fit(build_config(tiny(seed=seed)), tmp_path / name, log=lambda s: None)
-        runs[name] = strip(RunDir(tmp_path / name).metrics())
+        runs[name] = strip_timings(RunDir(tmp_path / name).metrics())
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
 
 
-def test_checkpointing_every_n_steps_does_not_change_the_run(tiny, tmp_path):
+def test_checkpointing_every_n_steps_does_not_change_the_run(tiny, tmp_path, strip_timings):
     fit(build_config(tiny(train={"epochs": 3})), tmp_path / "full", log=lambda s: None)
     fit(build_config(tiny(train={"epochs": 3, "checkpoint_every": 7})), tmp_path / "steps", log=lambda s: None)
-    assert strip(RunDir(tmp_path / "steps").metrics()) == strip(RunDir(tmp_path / "full").metrics())
+    assert strip_timings(RunDir(tmp_path / "steps").metrics()) == strip_timings(RunDir(tmp_path / "full").metrics())
 
 
 @pytest.mark.parametrize("every, stop_at", [("epoch", 30), (7, 30), (7, 21)])
-def test_interrupted_run_resumes_exactly(tiny, tmp_path, monkeypatch, every, stop_at):
+def test_interrupted_run_resumes_exactly(tiny, tmp_path, interrupted_and_resumed, every, stop_at):
     from analoglearn.robust.methods import Backprop
 
     cfg = build_config(tiny(train={"epochs": 3, "checkpoint_every": every}))
-    fit(cfg, tmp_path / "full", log=lambda s: None)
-
-    original, calls = Backprop.train_step, []
-
-    def interrupted(self, x, y, progress):
-        calls.append(1)
-        if len(calls) > stop_at:
-            raise KeyboardInterrupt
-        return original(self, x, y, progress)
-
-    monkeypatch.setattr(Backprop, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "cut", log=lambda s: None)
-    monkeypatch.setattr(Backprop, "train_step", original)
-    summary = fit(None, tmp_path / "cut", resume=True, log=lambda s: None)
-    assert strip(RunDir(tmp_path / "cut").metrics()) == strip(RunDir(tmp_path / "full").metrics())
-    assert summary["test_error"] == RunDir(tmp_path / "full").summary()["test_error"]
+    full, resumed = interrupted_and_resumed(cfg, Backprop, stop_at)
+    assert resumed == full and len(full) == 3
+    assert RunDir(tmp_path / "cut").summary()["test_error"] == RunDir(tmp_path / "full").summary()["test_error"]
 
 
 def test_refuses_to_overwrite_an_existing_run(tiny, tmp_path):

@@ -59,12 +59,12 @@ def test_wrappers_around_an_ep_step(kind: str) -> None:
 
 
 @pytest.mark.parametrize("name, strength", [("rwp", {"sigma": 0.05}), ("sam", {"rho": 0.05})])
-def test_noise_robust_ep_trains_through_the_loop_and_resumes_exactly(tmp_path, monkeypatch, name, strength):
+def test_noise_robust_ep_trains_through_the_loop_and_resumes_exactly(tmp_path, interrupted_and_resumed, name,
+                                                                      strength):
     """method: {name: rwp|sam, estimator: CEP}: the perturbation wraps the EP estimator's closure."""
     from analoglearn.config import build_config
     from analoglearn.robust.methods import Perturbed
     from analoglearn.runs import RunDir
-    from analoglearn.train import fit
 
     raw = {
         "data": {"name": "Synthetic", "batch_size": 50, "train_subset": 300, "test_subset": 100, "augment": False},
@@ -75,29 +75,11 @@ def test_noise_robust_ep_trains_through_the_loop_and_resumes_exactly(tmp_path, m
         "train": {"epochs": 2, "threads": 1, "checkpoint_every": 4},
     }
     cfg = build_config(raw)
-    fit(cfg, tmp_path / "full", log=lambda s: None)
-    full = RunDir(tmp_path / "full")
-    assert full.load_checkpoint()["method"]["inner"]["warm"]  # the warm-start state is checkpointed
-
-    original, calls = Perturbed.train_step, []
-
-    def interrupted(self, x, y, progress):
-        calls.append(1)
-        if len(calls) > 9:
-            raise KeyboardInterrupt
-        return original(self, x, y, progress)
-
-    monkeypatch.setattr(Perturbed, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "cut", log=lambda s: None)
-    monkeypatch.setattr(Perturbed, "train_step", original)
-    fit(None, tmp_path / "cut", resume=True, log=lambda s: None)
-
-    def strip(run):
-        return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in run.metrics()]
-
-    assert strip(RunDir(tmp_path / "cut")) == strip(full)
-    assert "energy" in full.metrics()[0]  # the estimator's epoch metrics come through
+    full, cut = interrupted_and_resumed(cfg, Perturbed, 9)
+    assert cut == full
+    run = RunDir(tmp_path / "full")
+    assert run.load_checkpoint()["method"]["inner"]["warm"]  # the warm-start state is checkpointed
+    assert "energy" in full[0]  # the estimator's epoch metrics come through
 
 
 def test_estimator_needs_an_energy_network_and_a_known_name():
