@@ -36,6 +36,12 @@ def test_train_writes_a_run_and_says_where(tiny, tmp_path, capsys):
         (["train", "--config", "/nonexistent.yaml"], "not found"),
         (["train", "--resume", "/nonexistent-run"], "not a run directory"),
         (["data", "fetch", "NOT_A_DATASET"], "Valid datasets: MNIST, FashionMNIST"),
+        (["train", "data.name=Synthetic", "model.name=tiny", "method.name=sgd"], "needs a feed-forward model"),
+        (["train", "data.name=Synthetic", "model.name=tiny", "method.name=rwp"], "set method.estimator"),
+        (["train", "data.name=Synthetic", "model.name=lenet", "method.name=CEP"], "energy-based networks only"),
+        (["train", "data.name=Synthetic", "model.name=dchn32", "method.name=CEP"], "data.pad_to: 32"),
+        (["train", "data.name=Synthetic", "model.name=tiny", "method.name=CEP", "method.beta=-1"], "beta must be > 0"),
+        (["train", "data.root=/nonexistent/analoglearn"], "does not exist"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(capsys, argv, message):

@@ -42,6 +42,18 @@ class BackpropOptions:
 class Backprop(Method):
     """Minimise the mean cross-entropy L(w) = −(1/B) Σ_b log softmax(f_w(x_b))_{y_b} by backprop."""
 
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, options: Any = None, *,
+                 generator: torch.Generator | None = None) -> None:
+        from ..energy.network import HopfieldNetwork
+
+        if isinstance(model, HopfieldNetwork):
+            raise ConfigError(
+                "backprop of the cross-entropy needs a feed-forward model, and this one is an energy-based "
+                "network; train it with CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP or RBP, or set "
+                "method.estimator (e.g. CEP) to wrap an estimator in sam/asam/rwp"
+            )
+        super().__init__(model, optimizer, options, generator=generator)
+
     def loss_closure(
         self, x: torch.Tensor, y: torch.Tensor, record: dict[str, float]
     ) -> Callable[[], torch.Tensor]:
