@@ -26,6 +26,7 @@ from torch import nn
 from . import data as datasets
 from .config import Config, DataConfig, OptimConfig, build_config
 from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .evaluate import accuracy
 from .method import Method, Progress
 from .registry import METHODS, MODELS
 from .runs import BEST, LAST, RunDir, write_json
@@ -145,22 +146,12 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epoch:
     return optimizer.param_groups[0]["lr"]
 
 
-@torch.no_grad()
 def test_metrics(predict: Callable[[torch.Tensor], torch.Tensor], loader: Any) -> dict[str, float]:
-    """Test loss-free metrics: error and top-5 error (when there are more than 5 classes), in %."""
-    wrong = wrong5 = count = 0
-    many = False
-    for x, y in loader:
-        scores = predict(x)
-        wrong += int((scores.argmax(1) != y).sum())
-        many = scores.shape[1] > 5
-        if many:
-            top5 = scores.topk(5, dim=1).indices
-            wrong5 += int((top5 != y[:, None]).all(1).sum())
-        count += len(y)
-    out = {"test_error": 100.0 * wrong / count}
-    if many:
-        out["test_top5_error"] = 100.0 * wrong5 / count
+    """Test error and top-5 error (when there are at least 5 classes), in %."""
+    result = accuracy(predict, loader)
+    out = {"test_error": 100.0 - result.top1}
+    if result.top5 is not None:
+        out["test_top5_error"] = 100.0 - result.top5
     return out
 
 
