@@ -247,9 +247,11 @@ def format_axes(axes: dict[str, Any]) -> str:
 
     def show(value: Any) -> str:
         if not isinstance(value, dict):
-            return str(value)
-        rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
-        return f"{value.get('name', '')}({rest})" if rest else str(value.get("name", value))
+            text = str(value)
+        else:
+            rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+            text = f"{value.get('name', '')}({rest})" if rest else str(value.get("name", value))
+        return text if len(text) <= 48 else text[:45] + "..."
 
     flat = {}
     for key, value in axes.items():
