@@ -246,8 +246,9 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
     for values, members in group(runs, keys).items():
         points: dict[float, list[float]] = defaultdict(list)
         for run in members:
-            if run.summary.get("test_accuracy") is not None:
-                points[0.0].append(run.summary["test_accuracy"])
+            clean = run.summary.get("noise_clean_accuracy", run.summary.get("test_accuracy"))
+            if clean is not None:  # on the same test images as the noisy trials
+                points[0.0].append(clean)
             for item in run.summary.get("noise", []):
                 if item["noise"] == noise:
                     points[float(item["strength"])] += item["per_trial"]
