@@ -150,3 +150,12 @@ def test_variants_combine_several_keys_per_run(tmp_path):
     assert len(jobs) == 4
     assert [j.config["model"]["name"] for j in jobs] == ["mlp", "mlp", "lenet", "lenet"]
     assert jobs[0].config["optim"]["lr"] == 0.1 and jobs[2].config["optim"]["lr"] == 0.05
+
+
+def test_each_grid_keeps_its_own_listing(tmp_path):
+    import json
+
+    sweep(SMOKE, tmp_path / "s", log=quiet, verbose=False)
+    listing = json.loads((tmp_path / "s" / "sweep-sweep.json").read_text())
+    assert [r["status"] for r in listing["runs"]] == ["finished"] * 4
+    assert listing["axes"]["seed"] == [0, 1]

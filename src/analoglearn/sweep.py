@@ -13,7 +13,7 @@ A grid file::
 
 Each run gets the directory ``OUT/<config digest>`` (the digest of its resolved config), so a
 rerun finds its runs again: finished ones are skipped (and said so), interrupted ones resume
-from their last checkpoint, failed ones are retried. ``OUT/sweep.json`` lists the runs and
+from their last checkpoint, failed ones are retried. ``OUT/sweep-<grid name>.json`` lists the runs and
 their axis values. Executors: ``inprocess`` (default, one run after another) and ``ray`` (one
 run per GPU, or per ``cpus_per_run`` CPUs, on a local or existing Ray cluster).
 """
@@ -212,7 +212,9 @@ def sweep(
     log: Callable[[str], None] = print,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
-    """Expand ``grid``, run what is not finished, write ``OUT/sweep.json``; return one result per run."""
+    """Expand ``grid``, run what is not finished, write ``OUT/sweep-<grid name>.json``; return one result per run.
+
+    Several grids may share ``out`` (a run common to them is trained once); each keeps its own listing."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if address and executor != "ray":
@@ -237,7 +239,7 @@ def sweep(
     else:
         run_inprocess(jobs, report, verbose=verbose)
     ordered = [results[job.run_dir] for job in jobs]
-    write_json(out / "sweep.json", {"grid": str(grid), "axes": axes,
+    write_json(out / f"sweep-{Path(grid).stem}.json", {"grid": str(grid), "axes": axes,
                                     "runs": [{k: r[k] for k in ("run_dir", "axes", "status")} for r in ordered]})
     return ordered
 
