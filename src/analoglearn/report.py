@@ -81,17 +81,16 @@ MAIN_KEYS = ("data.name", "model.name", "method.name")
 def varying_keys(runs: list[Run]) -> list[str]:
     """The fewest config keys that tell the configurations apart (seed and machine settings excluded).
 
-    Keys whose value differs between runs are taken in order — dataset, model and method names first,
-    then the others as they appear in the config — skipping any key that separates no further group
-    (e.g. a method option that changes only together with the method's name).
+    The dataset, model and method names are always shown when they vary; the other varying keys are
+    added in config order, skipping any key that separates no further group (e.g. a method option
+    that changes only together with the method's name).
     """
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.flat if k not in keys]
     varying = [k for k in keys if k not in IGNORED and len({json.dumps(r.flat.get(k)) for r in runs}) > 1]
-    ordered = [k for k in MAIN_KEYS if k in varying] + [k for k in varying if k not in MAIN_KEYS]
-    chosen: list[str] = []
-    for key in ordered:
+    chosen = [k for k in MAIN_KEYS if k in varying]
+    for key in (k for k in varying if k not in MAIN_KEYS):
         if len(group(runs, [*chosen, key])) > len(group(runs, chosen)):
             chosen.append(key)
     return chosen
