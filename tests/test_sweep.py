@@ -159,3 +159,16 @@ def test_each_grid_keeps_its_own_listing(tmp_path):
     listing = json.loads((tmp_path / "s" / "sweep-sweep.json").read_text())
     assert [r["status"] for r in listing["runs"]] == ["finished"] * 4
     assert listing["axes"]["seed"] == [0, 1]
+
+
+def test_runs_written_before_a_new_option_existed_are_still_found(tmp_path):
+    """A finished run whose saved config lacks an option added later (so its digest differs) is skipped."""
+    sweep(SMOKE, tmp_path / "s", log=quiet, verbose=False)
+    for config in (tmp_path / "s").glob("*/config.yaml"):
+        raw = yaml.safe_load(config.read_text())
+        del raw["eval"]["bn"], raw["eval"]["calibration_images"]  # as if written by an older version
+        config.write_text(yaml.safe_dump(raw))
+        config.parent.rename(config.parent.with_name("old-" + config.parent.name))
+    results = sweep(SMOKE, tmp_path / "s", log=quiet, verbose=False)
+    assert [r["status"] for r in results] == ["skipped"] * 4
+    assert all(Path(r["run_dir"]).name.startswith("old-") for r in results)

@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import apply_overrides, build_config, read_yaml, set_path
 from .errors import AnalogLearnError, ConfigError
-from .runs import RunDir, write_json
+from .runs import CONFIG, RunDir, write_json
 
 EXECUTORS = ("inprocess", "ray")
 
@@ -82,8 +82,29 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     return apply_overrides(base, [str(o) for o in overrides]), axes
 
 
+def existing_runs(out: Path) -> dict[str, Path]:
+    """Run directories already under ``out``, keyed by their config resolved with today's defaults.
+
+    A run written before a new option was added has a config without it, hence another digest; resolving
+    its saved config again fills the new default in, so the grid point still finds it (and skips or
+    resumes it) instead of training it again.
+    """
+    found: dict[str, Path] = {}
+    for config in sorted(out.glob(f"*/{CONFIG}")) if out.is_dir() else []:
+        try:
+            resolved = build_config(read_yaml(config)).to_dict()
+        except AnalogLearnError:
+            continue  # a config this version cannot read is not a match for anything
+        found.setdefault(json.dumps(resolved, sort_keys=True), config.parent)
+    return found
+
+
 def expand(base: dict[str, Any], axes: dict[str, list[Any]], out: str | Path) -> list[Job]:
-    """All runs of the grid, each validated (an invalid combination raises before anything runs)."""
+    """All runs of the grid, each validated (an invalid combination raises before anything runs).
+
+    A grid point whose resolved config equals that of a run already under ``out`` reuses its directory.
+    """
+    known = existing_runs(Path(out))
     jobs, seen = [], set()
     for values in itertools.product(*axes.values()):
         combo = dict(zip(axes, values))
@@ -95,7 +116,7 @@ def expand(base: dict[str, Any], axes: dict[str, list[Any]], out: str | Path) ->
             cfg = build_config(raw)
         except ConfigError as err:
             raise ConfigError(f"grid point {combo}: {err}") from None
-        run_dir = Path(out) / cfg.digest()
+        run_dir = known.get(json.dumps(cfg.to_dict(), sort_keys=True), Path(out) / cfg.digest())
         if run_dir not in seen:
             seen.add(run_dir)
             jobs.append(Job(combo, cfg.to_dict(), run_dir))
