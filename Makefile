@@ -33,7 +33,7 @@ test: install
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks recipes
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
