@@ -10,15 +10,13 @@ rebuilds a run's model and method from its directory and checkpoint.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import NoiseSpec, build_config
+from .config import EvalConfig, NoiseSpec, build_config
 from .evaluate import accuracy, evaluate_noise
-from .runs import BEST, LAST, RunDir, write_json, write_text
+from .runs import BEST, LAST, RunDir, write_json
 from .train import Trainer, eval_loader
 
 
@@ -73,18 +71,25 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(result: dict[str, Any], json_path: Path | None, csv_path: Path | None) -> None:
+def write_results(result: dict[str, Any], json_path: Path, csv_path: Path) -> None:
     """``json_path``: the full result; ``csv_path``: one row per trial-averaged point."""
-    if json_path is not None:
-        write_json(json_path, result)
-    if csv_path is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["noise", "strength", "trials", "mean", "std", "min", "max", "ci95_low", "ci95_high"])
-        for p in result["points"]:
-            writer.writerow([p["noise"], p["strength"], p["trials"], p["mean"], p["std"], p["min"], p["max"],
-                             *p["ci95"]])
-        write_text(csv_path, buffer.getvalue())
+    from .report import write_csv
+
+    write_json(json_path, result)
+    header = ["noise", "strength", "trials", "mean", "std", "min", "max", "ci95_low", "ci95_high"]
+    rows = [[p["noise"], p["strength"], p["trials"], p["mean"], p["std"], p["min"], p["max"], *p["ci95"]]
+            for p in result["points"]]
+    write_csv(csv_path, ("noise evaluation", header, rows))
+
+
+def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path, csv_path: Path) -> dict[str, Any]:
+    """Run the noise evaluation an ``eval`` section describes on the trainer's current weights; write it."""
+    result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
+                          subset=evaluation.subset, bn=evaluation.bn,
+                          calibration_images=evaluation.calibration_images)
+    result["checkpoint"] = evaluation.checkpoint
+    write_results(result, json_path, csv_path)
+    return result
 
 
 def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -94,9 +99,6 @@ def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[
         return None
     if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():
         trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device))
-    result = assess_noise(trainer, cfg.noise, trials=cfg.trials, seed=cfg.seed, subset=cfg.subset, bn=cfg.bn,
-                          calibration_images=cfg.calibration_images)
-    result["checkpoint"] = cfg.checkpoint
-    write_results(result, trainer.run_dir.path / "noise.json", trainer.run_dir.path / "noise.csv")
+    result = evaluate_and_write(trainer, cfg, trainer.run_dir.path / "noise.json", trainer.run_dir.path / "noise.csv")
     log(table(result))
     return result

@@ -55,7 +55,7 @@ def parse_strengths(text: str) -> list[float]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .assess import assess_noise, load_trainer, table, write_results
+    from .assess import evaluate_and_write, load_trainer, table
     from .config import build_eval, parse_override
 
     options = {}
@@ -66,13 +66,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = build_eval({"noise": [spec], "trials": args.trials, "subset": args.subset, "bn": args.bn,
                               "seed": args.seed, "checkpoint": args.checkpoint})
     trainer = load_trainer(args.run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
-    result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
-                          subset=evaluation.subset, bn=evaluation.bn)
-    result["checkpoint"] = evaluation.checkpoint
     stem = Path(args.run_dir) / f"eval-{evaluation.noise[0].name}-{evaluation.checkpoint}-t{evaluation.trials}"
     json_path = Path(args.json) if args.json else stem.with_suffix(".json")
     csv_path = Path(args.csv) if args.csv else stem.with_suffix(".csv")
-    write_results(result, json_path, csv_path)
+    result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
     print(table(result))
     print(f"written: {json_path}, {csv_path}")
     return 0
