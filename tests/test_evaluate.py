@@ -117,4 +117,6 @@ def test_robustness_curve_area_and_evaluate_noise() -> None:
 
 
 def test_single_trial_has_no_interval() -> None:
+    wide = summarize([99.0, 92.0, 100.0])  # mean 97, t(2)·std/√3 ≈ 10.8: the interval stops at 100
+    assert wide["ci95"][1] == 100.0 and wide["ci95"][0] == pytest.approx(97 - 4.3027 * 4.3589 / 3 ** 0.5, abs=1e-3)
     assert summarize([70.0]) == {"mean": 70.0, "std": 0.0, "min": 70.0, "max": 70.0, "ci95": None}

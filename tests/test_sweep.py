@@ -71,6 +71,21 @@ def test_a_failed_run_is_recorded_and_the_rest_goes_on(tmp_path):
     failed = next(r for r in results if r["status"] == "failed")
     assert "diverged" in failed["error"]
 
+    # a rerun retries it by default; with skip_failed it reports the recorded error without running
+    summary = Path(failed["run_dir"]) / "summary.json"
+    before = summary.stat().st_mtime_ns
+    lines = []
+    again = sweep(grid, tmp_path / "out", skip_failed=True, log=lines.append, verbose=False)
+    assert "1 already finished, skipped; 1 failed before, skipped" in lines[0]
+    assert sorted(r["status"] for r in again) == ["failed", "skipped"]
+    assert "not retried" in next(r for r in again if r["status"] == "failed")["error"]
+    assert summary.stat().st_mtime_ns == before
+    lines.clear()
+    retried = sweep(grid, tmp_path / "out", log=lines.append, verbose=False)
+    assert "1 failed before, retried" in lines[0]
+    assert sorted(r["status"] for r in retried) == ["failed", "skipped"]
+    assert summary.stat().st_mtime_ns != before
+
 
 def test_unknown_executor_and_stray_address(tmp_path):
     with pytest.raises(ConfigError, match="valid executors: inprocess, ray"):

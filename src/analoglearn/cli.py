@@ -136,7 +136,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     out = args.out or str(Path("runs") / Path(args.grid).stem)
-    results = sweep(args.grid, out, executor=args.executor, address=args.address, cpus_per_run=args.cpus_per_run)
+    results = sweep(args.grid, out, executor=args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
+                    skip_failed=args.skip_failed)
     failed = [r for r in results if r["status"] == "failed"]
     counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "skipped", "failed")}
     print(f"sweep done: {counts['finished']} run, {counts['skipped']} skipped (already finished), "
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--executor", default="inprocess", help="inprocess (default) or ray")
     grid.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
     grid.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run on a cluster without GPUs")
+    grid.add_argument("--skip-failed", action="store_true",
+                      help="do not retry runs that failed in an earlier sweep (default: retry them)")
     grid.set_defaults(handler=cmd_sweep)
 
     rep = sub.add_parser("report", help="tables (Markdown, CSV) and plots (PNG) from run directories")

@@ -85,14 +85,16 @@ def trial_seed(seed: int, noise_name: str, strength: float, trial: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
-def summarize(values: Sequence[float]) -> dict[str, Any]:
+def summarize(values: Sequence[float], bounds: tuple[float, float] = (0.0, 100.0)) -> dict[str, Any]:
     """mean, sample std (n − 1), min, max and the 95 % Student-t confidence interval of the mean
-    (``None`` for a single value)."""
+    (``None`` for a single value), clipped to ``bounds`` (accuracies in %: an interval past 100 %
+    says nothing more than one that stops there)."""
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else None
-    ci95 = None if half is None else [mean - half, mean + half]
+    low, high = bounds
+    ci95 = None if half is None else [max(low, mean - half), min(high, mean + half)]
     return {"mean": mean, "std": std, "min": min(values), "max": max(values), "ci95": ci95}
 
 
@@ -101,7 +103,7 @@ class NoisyAccuracy:
     """Accuracy (%) under ``trials`` draws of one noise model at one strength.
 
     ``per_trial`` lists the top-1 accuracy of each trial and ``seeds`` its generator seed;
-    ``ci95`` is mean ± t₀.₉₇₅(T−1)·std/√T (``None`` when T = 1).
+    ``ci95`` is mean ± t₀.₉₇₅(T−1)·std/√T, clipped to [0, 100] (``None`` when T = 1).
     """
 
     noise: str

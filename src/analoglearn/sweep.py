@@ -13,7 +13,8 @@ A grid file::
 
 Each run gets the directory ``OUT/<config digest>`` (the digest of its resolved config), so a
 rerun finds its runs again: finished ones are skipped (and said so), interrupted ones resume
-from their last checkpoint, failed ones are retried. ``OUT/sweep-<grid name>.json`` lists the runs and
+from their last checkpoint, failed ones are retried (or, with ``skip_failed``, left as they are:
+a run that diverged will diverge again). ``OUT/sweep-<grid name>.json`` lists the runs and
 their axis values. Executors: ``inprocess`` (default, one run after another) and ``ray`` (one
 run per GPU, or per ``cpus_per_run`` CPUs, on a local or existing Ray cluster).
 """
@@ -230,12 +231,15 @@ def sweep(
     executor: str = "inprocess",
     address: str | None = None,
     cpus_per_run: int = 1,
+    skip_failed: bool = False,
     log: Callable[[str], None] = print,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
     """Expand ``grid``, run what is not finished, write ``OUT/sweep-<grid name>.json``; return one result per run.
 
-    Several grids may share ``out`` (a run common to them is trained once); each keeps its own listing."""
+    Runs that failed in an earlier sweep are retried, unless ``skip_failed`` (then they are reported
+    as failed again, with their recorded error, without running). Several grids may share ``out``
+    (a run common to them is trained once); each keeps its own listing."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if address and executor != "ray":
@@ -244,7 +248,10 @@ def sweep(
     out = Path(out)
     jobs = expand(base, axes, out)
     finished = sum(RunDir(job.run_dir).finished() for job in jobs)
-    log(f"sweep: {len(jobs)} runs in {out} ({finished} already finished, skipped)")
+    failed_before = {job.run_dir: error for job in jobs if (error := recorded_failure(job.run_dir)) is not None}
+    again = "skipped" if skip_failed else "retried"
+    note = f"; {len(failed_before)} failed before, {again}" if failed_before else ""
+    log(f"sweep: {len(jobs)} runs in {out} ({finished} already finished, skipped{note})")
     results: dict[Path, dict[str, Any]] = {}
 
     def report(job: Job, result: dict[str, Any]) -> None:
@@ -255,14 +262,31 @@ def sweep(
             log(f"  {result['status']:<8} {job.run_dir.name}  {format_axes(job.axes)}  {detail}")
 
     out.mkdir(parents=True, exist_ok=True)
-    if executor == "ray":
-        run_ray(jobs, report, address=address, cpus_per_run=cpus_per_run)
+    if skip_failed:
+        for job in jobs:
+            if job.run_dir in failed_before:
+                results[job.run_dir] = {"status": "failed", "run_dir": str(job.run_dir), "axes": job.axes,
+                                        "error": failed_before[job.run_dir] + " (failed before; not retried)"}
+        jobs_to_run = [job for job in jobs if job.run_dir not in failed_before]
     else:
-        run_inprocess(jobs, report, verbose=verbose)
+        jobs_to_run = jobs
+    if executor == "ray":
+        run_ray(jobs_to_run, report, address=address, cpus_per_run=cpus_per_run)
+    else:
+        run_inprocess(jobs_to_run, report, verbose=verbose)
     ordered = [results[job.run_dir] for job in jobs]
     write_json(out / f"sweep-{Path(grid).stem}.json", {"grid": str(grid), "axes": axes,
                                     "runs": [{k: r[k] for k in ("run_dir", "axes", "status")} for r in ordered]})
     return ordered
+
+
+def recorded_failure(run_dir: str | Path) -> str | None:
+    """The last line of the error a failed run recorded in its summary, or ``None`` if it did not fail."""
+    summary = RunDir(run_dir).summary() or {}
+    if summary.get("status") != "failed":
+        return None
+    lines = str(summary.get("error", "")).strip().splitlines()
+    return lines[-1] if lines else "failed"
 
 
 def format_axes(axes: dict[str, Any]) -> str:
