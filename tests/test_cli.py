@@ -83,6 +83,18 @@ def test_evaluate_under_noise_writes_json_and_csv(tiny, tmp_path, capsys):
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name in before}
     assert after == before  # evaluation leaves the run (and its checkpoints) untouched
 
+    # a composition (quantise, then sweep Gaussian noise) and a single trial (no interval)
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "run"), "--noise", "compose", "--option",
+                         "parts=[{name: quantize, levels: 16}, {name: additive_gaussian}]", "--option", "swept=1",
+                         "--strengths", "0,0.1", "--trials", "1", "--subset", "100")
+    assert code == 0, err
+    assert "quantize(16)+additive_gaussian" in out
+    stem = tmp_path / "run" / "eval-quantize_16_+additive_gaussian-last-t1"
+    composed = json.loads(stem.with_suffix(".json").read_text())
+    assert composed["points"][0]["ci95"] is None and stem.with_suffix(".csv").is_file()
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "run"), "--noise", "compose", "--option", "swept=1")
+    assert code == 2 and "non-empty 'parts'" in err
+
 
 def test_noise_evaluation_at_the_end_of_training_is_paired_across_runs(tiny, tmp_path):
     from analoglearn.config import build_config

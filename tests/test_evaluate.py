@@ -120,3 +120,44 @@ def test_single_trial_has_no_interval() -> None:
     wide = summarize([99.0, 92.0, 100.0])  # mean 97, t(2)·std/√3 ≈ 10.8: the interval stops at 100
     assert wide["ci95"][1] == 100.0 and wide["ci95"][0] == pytest.approx(97 - 4.3027 * 4.3589 / 3 ** 0.5, abs=1e-3)
     assert summarize([70.0]) == {"mean": 70.0, "std": 0.0, "min": 70.0, "max": 70.0, "ci95": None}
+
+
+def test_composed_noise_from_the_eval_schema() -> None:
+    """``eval.noise`` may compose models: quantise to 16 levels, then sweep Gaussian read noise."""
+    from analoglearn.config import build_eval
+    from analoglearn.noise import Quantize, perturbed
+
+    entry = {"name": "compose", "swept": 1, "strengths": [0.0, 0.1],
+             "parts": [{"name": "quantize", "strength": 16}, {"name": "additive_gaussian", "scale": "tensor-max"}]}
+    spec = build_eval({"noise": [entry]}).noise[0]
+    assert spec.name == "compose" and spec.options["swept"] == 1
+    assert [p["name"] for p in spec.options["parts"]] == ["quantize", "additive_gaussian"]
+    assert spec.options["parts"][0]["levels"] == 16 and spec.options["parts"][1]["scale"] == "tensor-max"
+
+    net, loader = model(), data()
+    [curve] = evaluate_noise(predictor(net), net, loader, [{"name": spec.name, "strengths": spec.strengths,
+                                                            **spec.options}], trials=3)
+    assert curve.noise == "quantize(16)+additive_gaussian"
+    with perturbed(net, Quantize(16)):
+        quantized = accuracy(predictor(net), loader).top1
+    # σ = 0: every trial is the 16-level network; σ = 0.1 draws differ from trial to trial
+    assert curve.points[0].per_trial == [quantized] * 3
+    assert len(set(curve.points[1].per_trial)) > 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "compose", "strengths": [0.1]}, "non-empty 'parts'"),
+        ({"name": "compose", "parts": [{"levels": 4}]}, r"parts\[0\] needs a 'name'"),
+        ({"name": "compose", "parts": [{"name": "blur"}]}, "unknown noise model 'blur'"),
+        ({"name": "compose", "parts": [{"name": "quantize", "colour": 1}]}, "colour"),
+        ({"name": "compose", "swept": 2, "parts": [{"name": "quantize"}]}, r"swept must index .* \(0 to 0\)"),
+        ({"name": "compose", "sigma": 0.1, "parts": [{"name": "quantize"}]}, "takes only 'parts'"),
+    ],
+)
+def test_bad_composed_noise_is_refused(entry, message) -> None:
+    from analoglearn.config import build_eval
+
+    with pytest.raises(ConfigError, match=message):
+        build_eval({"noise": [entry]})

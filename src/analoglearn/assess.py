@@ -60,13 +60,14 @@ def assess_noise(
 
 
 def table(result: dict[str, Any]) -> str:
-    """A plain-text table: one row per noise model and strength."""
+    """A plain-text table: one row per noise model and strength (no interval for a single trial)."""
     clean = result["clean"]["top1"]
+    width = max([24, *(len(p["noise"]) for p in result["points"])])
     lines = [f"clean accuracy {clean:.2f}% on {result['test_examples']} test images",
-             f"{'noise':<24} {'strength':>9} {'mean %':>8} {'std':>6} {'min':>7} {'95% CI':>17} {'trials':>6}"]
+             f"{'noise':<{width}} {'strength':>9} {'mean %':>8} {'std':>6} {'min':>7} {'95% CI':>17} {'trials':>6}"]
     for p in result["points"]:
-        ci = f"[{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]"
-        lines.append(f"{p['noise']:<24} {p['strength']:>9g} {p['mean']:>8.2f} {p['std']:>6.2f} "
+        ci = f"[{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]" if p["ci95"] else "-"
+        lines.append(f"{p['noise']:<{width}} {p['strength']:>9g} {p['mean']:>8.2f} {p['std']:>6.2f} "
                      f"{p['min']:>7.2f} {ci:>17} {p['trials']:>6}")
     return "\n".join(lines)
 
@@ -77,7 +78,7 @@ def write_results(result: dict[str, Any], json_path: Path, csv_path: Path) -> No
 
     write_json(json_path, result)
     header = ["noise", "strength", "trials", "mean", "std", "min", "max", "ci95_low", "ci95_high"]
-    rows = [[p["noise"], p["strength"], p["trials"], p["mean"], p["std"], p["min"], p["max"], *p["ci95"]]
+    rows = [[p["noise"], p["strength"], p["trials"], p["mean"], p["std"], p["min"], p["max"], *(p["ci95"] or ["", ""])]
             for p in result["points"]]
     write_csv(csv_path, ("noise evaluation", header, rows))
 

@@ -7,6 +7,7 @@ exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = build_eval({"noise": [spec], "trials": args.trials, "subset": args.subset, "bn": args.bn,
                               "seed": args.seed, "checkpoint": args.checkpoint})
     trainer = load_trainer(args.run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
-    stem = Path(args.run_dir) / f"eval-{evaluation.noise[0].name}-{evaluation.checkpoint}-t{evaluation.trials}"
-    json_path = Path(args.json) if args.json else stem.with_suffix(".json")
-    csv_path = Path(args.csv) if args.csv else stem.with_suffix(".csv")
+    json_path = Path(args.json) if args.json else Path(args.run_dir) / (
+        f"eval-{file_label(evaluation.noise[0])}-{evaluation.checkpoint}-t{evaluation.trials}.json")
+    csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
     result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
     print(table(result))
     print(f"written: {json_path}, {csv_path}")
     return 0
+
+
+def file_label(spec: Any) -> str:
+    """A file-name-safe label of a noise entry: its name, or its parts for a composition."""
+    from .noise import from_config
+
+    label = from_config({"name": spec.name, **spec.options}).label
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_")
 
 
 # ---------------------------------------------------------------- diagnose

@@ -236,15 +236,47 @@ def build_eval(raw: Any) -> EvalConfig:
     specs = []
     for i, item in enumerate(_sequence(section.pop("noise", []), "eval.noise")):
         item = dict(_mapping(item, f"eval.noise[{i}]"))
-        name = NOISE_MODELS.canonical(item.pop("name", "additive_gaussian"))
+        name = str(item.pop("name", "additive_gaussian"))
         strengths = _coerce(item.pop("strengths", [0.02, 0.05]), list[float], f"eval.noise[{i}].strengths")
         if not strengths or any(s < 0 for s in strengths):
             raise ConfigError(f"eval.noise[{i}].strengths must be a non-empty list of numbers ≥ 0")
+        if name.lower() == "compose":
+            specs.append(NoiseSpec("compose", strengths, _compose_options(item, f"eval.noise[{i}]")))
+            continue
+        name = NOISE_MODELS.canonical(name)
         options = NOISE_MODELS.build_options(name, item)
         specs.append(NoiseSpec(name, strengths, to_plain(options) if options is not None else {}))
     evaluation = build_dataclass(EvalConfig, section, where="eval")
     evaluation.noise = specs
     return evaluation
+
+
+def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate the ``parts`` of a ``compose`` noise entry: models applied in order to each weight.
+
+    The entry's ``strengths`` set part ``swept`` (default 0, the first); every other part keeps its
+    own strength, given as ``strength`` or under its field name (e.g. ``{name: quantize, levels: 32}``).
+    """
+    parts = item.pop("parts", None)
+    swept = item.pop("swept", 0)
+    if item:
+        raise ConfigError(f"{where} (compose) takes only 'parts', 'swept' and 'strengths'; got {sorted(item)}")
+    if not isinstance(parts, list) or not parts:
+        raise ConfigError(f"{where} (compose) needs a non-empty 'parts' list of noise entries, "
+                          "e.g. [{name: quantize, levels: 32}, {name: additive_gaussian}]")
+    plain = []
+    for j, part in enumerate(parts):
+        part = dict(_mapping(part, f"{where}.parts[{j}]"))
+        if "name" not in part:
+            raise ConfigError(f"{where}.parts[{j}] needs a 'name'; valid: {', '.join(NOISE_MODELS.names())}")
+        name = NOISE_MODELS.canonical(part.pop("name"))
+        if "strength" in part:
+            part[NOISE_MODELS.get(name).options.strength_field] = part.pop("strength")
+        plain.append({"name": name, **to_plain(NOISE_MODELS.build_options(name, part))})
+    if not isinstance(swept, int) or isinstance(swept, bool) or not 0 <= swept < len(plain):
+        raise ConfigError(f"{where}.swept must index one of its {len(plain)} parts (0 to {len(plain) - 1}); "
+                          f"got {swept!r}")
+    return {"parts": plain, "swept": swept}
 
 
 def build_dataclass(cls: type, values: Any, *, where: str) -> Any:

@@ -212,7 +212,7 @@ def noisy_accuracy(
     if draw_on not in DRAW_ON:
         raise ConfigError(f"draw_on must be one of {', '.join(DRAW_ON)}; got {draw_on!r}.")
     device = next(model.parameters()).device if draw_on == "model" else torch.device("cpu")
-    seeds = [trial_seed(seed, noise_model.name, noise_model.strength, t) for t in range(trials)]
+    seeds = [trial_seed(seed, noise_model.label, noise_model.strength, t) for t in range(trials)]
     results = []
     for s in seeds:
         generator = torch.Generator(device=device).manual_seed(s)
@@ -223,7 +223,7 @@ def noisy_accuracy(
     top1 = [r.top1 for r in results]
     top5 = [r.top5 for r in results] if results[0].top5 is not None else None
     options = {k: v for k, v in asdict(noise_model).items() if k != noise_model.strength_field}
-    return NoisyAccuracy(noise_model.name, noise_model.strength, trials, **summarize(top1), per_trial=top1,
+    return NoisyAccuracy(noise_model.label, noise_model.strength, trials, **summarize(top1), per_trial=top1,
                          seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=_plain(options))
 
 
@@ -277,7 +277,7 @@ def robustness_curve(
     xs = [p.strength for p in points]
     area = trapezoid(xs, [p.mean for p in points])
     span = max(xs) - min(xs)
-    return RobustnessCurve(noise_model.name, xs, points, area, area / span if span > 0 else None)
+    return RobustnessCurve(noise_model.label, xs, points, area, area / span if span > 0 else None)
 
 
 def evaluate_noise(

@@ -66,9 +66,8 @@ def from_config(spec: dict[str, Any], strength: float | None = None) -> NoiseMod
         parts = [from_config(p) for p in spec.pop("parts", [])]
         if not parts:
             raise ConfigError("noise model 'compose' needs a non-empty 'parts' list.")
-        if strength is not None:
-            parts[0] = parts[0].with_strength(strength)
-        return Compose(tuple(parts), **spec)
+        composed = Compose(tuple(parts), **spec)
+        return composed if strength is None else composed.with_strength(strength)
     return build(name, strength, **spec)
 
 

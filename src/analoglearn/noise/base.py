@@ -56,6 +56,11 @@ class NoiseModel:
         object.__setattr__(self, "modules", tuple(self.modules))
 
     @property
+    def label(self) -> str:
+        """How results name this model (its registered name; a composition names its parts)."""
+        return self.name
+
+    @property
     def strength(self) -> float:
         """The model's strength (see the subclass docstring for its meaning and unit)."""
         return float(getattr(self, self.strength_field))
@@ -111,28 +116,41 @@ class NoiseModel:
 
 @dataclass(frozen=True)
 class Compose(NoiseModel):
-    """Several noise models applied in order to each selected tensor, e.g. quantise then PCM.
+    """Several noise models applied in order to each selected tensor, e.g. quantise then add read noise.
 
-    Its strength is that of the first model; parameter selection is the union of the parts'.
+    Its strength is that of part ``swept`` (the one a strength sweep varies; the others keep
+    theirs); parameter selection is the union of the parts'.
     """
 
     name: ClassVar[str] = "compose"
     parts: tuple[NoiseModel, ...] = ()
     """The models, applied first to last."""
+    swept: int = 0
+    """Index of the part whose strength :attr:`strength` reads and :meth:`with_strength` sets."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "parts", tuple(self.parts))
         if not self.parts:
             raise ConfigError("noise model 'compose' needs at least one part.")
+        if not 0 <= self.swept < len(self.parts):
+            raise ConfigError(f"compose.swept must index one of its {len(self.parts)} parts (0 to "
+                              f"{len(self.parts) - 1}); got {self.swept!r}.")
 
     @property
     def strength(self) -> float:
-        return self.parts[0].strength
+        return self.parts[self.swept].strength
+
+    @property
+    def label(self) -> str:
+        """The parts joined by ``+`` in order, fixed ones with their strength: ``quantize(16)+additive_gaussian``."""
+        return "+".join(p.label if i == self.swept else f"{p.label}({p.strength:g})" for i, p in enumerate(self.parts))
 
     def with_strength(self, strength: float) -> NoiseModel:
-        """A copy whose first part has strength ``strength``."""
-        return dataclasses.replace(self, parts=(self.parts[0].with_strength(strength), *self.parts[1:]))
+        """A copy whose part ``swept`` has strength ``strength``."""
+        parts = list(self.parts)
+        parts[self.swept] = parts[self.swept].with_strength(strength)
+        return dataclasses.replace(self, parts=tuple(parts))
 
     def select(self, module: nn.Module) -> list[tuple[str, nn.Parameter]]:
         picked: dict[int, tuple[str, nn.Parameter]] = {}
