@@ -85,6 +85,43 @@ def test_zero_noise_gives_clean_accuracy() -> None:
     assert result.per_trial == [clean, clean] and result.std == 0.0
 
 
+@pytest.mark.parametrize(
+    ("noise", "deterministic"),
+    [
+        ({"name": "additive_gaussian", "sigma": 0.0}, True),
+        ({"name": "multiplicative_uniform", "sigma": 0.0}, True),
+        ({"name": "stuck_at", "p": 0.0}, True),
+        ({"name": "quantize", "levels": 4}, True),
+        ({"name": "compose", "parts": [{"name": "quantize", "levels": 4}, {"name": "gaussian", "sigma": 0.0}]}, True),
+        ({"name": "additive_gaussian", "sigma": 0.1}, False),
+        ({"name": "stuck_at", "p": 0.1}, False),
+        ({"name": "compose", "parts": [{"name": "quantize", "levels": 4}, {"name": "gaussian", "sigma": 0.1}]}, False),
+        ({"name": "pcm", "t_inference": 1.0}, False),  # programming noise is drawn even at t = t0
+    ],
+)
+def test_a_corruption_that_draws_nothing_is_evaluated_once(noise, deterministic) -> None:
+    from analoglearn.noise import from_config
+
+    net, loader = model(), data()
+    calls = []
+
+    def predict(x):
+        calls.append(1)
+        return net(x)
+
+    trials = 4
+    result = noisy_accuracy(predict, net, loader, from_config(noise), trials=trials)
+    assert result.deterministic is deterministic
+    assert len(calls) == len(loader) * (1 if deterministic else trials)
+    assert len(result.per_trial) == len(result.seeds) == trials
+    if deterministic:  # one pass stands for T: the numbers of the corrupted network, T times
+        from analoglearn.noise import perturbed
+
+        with perturbed(net, from_config(noise)):
+            once = accuracy(predictor(net), loader).top1
+        assert result.per_trial == [once] * trials and result.std == 0.0
+
+
 def test_batchnorm_recalibration_and_restore() -> None:
     net, calib = model(), data(n=80, seed=5)
     bn = net[1]

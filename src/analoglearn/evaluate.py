@@ -104,6 +104,8 @@ class NoisyAccuracy:
 
     ``per_trial`` lists the top-1 accuracy of each trial and ``seeds`` its generator seed;
     ``ci95`` is mean ± t₀.₉₇₅(T−1)·std/√T, clipped to [0, 100] (``None`` when T = 1).
+    ``deterministic``: the corruption draws nothing (quantisation, σ = 0), so the T trials are one
+    evaluation, repeated (what T passes would give, at the cost of one).
     """
 
     noise: str
@@ -120,6 +122,7 @@ class NoisyAccuracy:
     bn: str = "keep"
     draw_on: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
+    deterministic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,17 +217,19 @@ def noisy_accuracy(
     device = next(model.parameters()).device if draw_on == "model" else torch.device("cpu")
     seeds = [trial_seed(seed, noise_model.label, noise_model.strength, t) for t in range(trials)]
     results = []
-    for s in seeds:
+    for s in seeds[:1] if noise_model.deterministic else seeds:
         generator = torch.Generator(device=device).manual_seed(s)
         with perturbed(model, noise_model, generator):
             calib = recalibrated_batchnorm(model, calibration, calibration_images)
             with calib if bn == "recalibrate" else contextlib.nullcontext():
                 results.append(accuracy(predict, loader))
+    results *= trials // len(results)
     top1 = [r.top1 for r in results]
     top5 = [r.top5 for r in results] if results[0].top5 is not None else None
     options = {k: v for k, v in asdict(noise_model).items() if k != noise_model.strength_field}
     return NoisyAccuracy(noise_model.label, noise_model.strength, trials, **summarize(top1), per_trial=top1,
-                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=_plain(options))
+                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=_plain(options),
+                         deterministic=noise_model.deterministic)
 
 
 def _plain(value: Any) -> Any:

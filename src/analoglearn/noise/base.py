@@ -61,6 +61,12 @@ class NoiseModel:
         return self.name
 
     @property
+    def deterministic(self) -> bool:
+        """Whether the corruption ignores the random draw (e.g. quantisation, or σ = 0): then every
+        Monte-Carlo trial would give the same network, and one evaluation stands for all of them."""
+        return False
+
+    @property
     def strength(self) -> float:
         """The model's strength (see the subclass docstring for its meaning and unit)."""
         return float(getattr(self, self.strength_field))
@@ -145,6 +151,10 @@ class Compose(NoiseModel):
     def label(self) -> str:
         """The parts joined by ``+`` in order, fixed ones with their strength: ``quantize(16)+additive_gaussian``."""
         return "+".join(p.label if i == self.swept else f"{p.label}({p.strength:g})" for i, p in enumerate(self.parts))
+
+    @property
+    def deterministic(self) -> bool:
+        return all(p.deterministic for p in self.parts)
 
     def with_strength(self, strength: float) -> NoiseModel:
         """A copy whose part ``swept`` has strength ``strength``."""

@@ -82,6 +82,10 @@ class DeviceNoise(ConductanceNoise):
     g_min_ratio: float = 0.1
     """Floor ĝ_min of g/g_max in the ``inverse`` law (so a zero conductance has std σ·g_max/ĝ_min)."""
 
+    @property
+    def deterministic(self) -> bool:
+        return self.sigma == 0
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative("device.sigma", self.sigma)
@@ -116,6 +120,11 @@ class Quantize(ConductanceNoise):
     levels: int = 16
     """Number of conductance levels per device, n ≥ 2."""
 
+    @property
+    def deterministic(self) -> bool:
+        """Quantisation draws nothing."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if int(self.levels) != self.levels or self.levels < 2:
@@ -146,6 +155,10 @@ class StuckAt(ConductanceNoise):
     """Probability that a device is faulty."""
     mode: str = "zero"
     """Value of a faulty device: zero, max or both."""
+
+    @property
+    def deterministic(self) -> bool:
+        return self.p == 0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -62,6 +62,10 @@ class _Additive(NoiseModel):
 
     strength_field: ClassVar[str] = "sigma"
 
+    @property
+    def deterministic(self) -> bool:
+        return self.sigma == 0
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative(f"{self.name}.sigma", self.sigma)
@@ -105,6 +109,10 @@ class _Multiplicative(NoiseModel):
     """Relative noise level σ (dimensionless)."""
 
     strength_field: ClassVar[str] = "sigma"
+
+    @property
+    def deterministic(self) -> bool:
+        return self.sigma == 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
