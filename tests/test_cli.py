@@ -126,3 +126,43 @@ def test_diagnose_gradients_cep_beats_pep_and_writes_json(tmp_path, capsys):
 def test_diagnose_bad_input(capsys, argv):
     code, _, err = run(capsys, "diagnose", "gradients", *argv)
     assert code == 2 and "Traceback" not in err
+
+
+def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_path, capsys):
+    """``evaluate SWEEP_DIR`` evaluates every finished run; ``report`` then tables those results
+    beside the end-of-training ones, and a later evaluation of the same point replaces the earlier."""
+    import csv
+
+    from analoglearn.config import build_config
+    from analoglearn.train import fit
+
+    noise = {"noise": [{"name": "additive_gaussian", "strengths": [0.1]}], "trials": 2}
+    for method in ("sgd", "rwp"):
+        fit(build_config(tiny(method={"name": method}, eval=noise)), tmp_path / "sweep" / method, log=lambda s: None)
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "sweep"), "--noise", "quantize", "--strengths", "4,16",
+                         "--trials", "3", "--subset", "100")
+    assert code == 0, err
+    assert out.count("== ") == 2 and (tmp_path / "sweep" / "rwp" / "eval-quantize-last-t3.json").is_file()
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "sweep"), "--strengths", "0.1", "--json", "x.json")
+    assert code == 2 and "--json and --csv name the output of one run" in err
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "nothing-here"), "--strengths", "0.1")
+    assert code == 2 and "traceback" not in err.lower()
+
+    def table(name):
+        rows = list(csv.reader((tmp_path / "r" / f"noise_{name}.csv").open()))
+        return {r[0]: r[1:] for r in rows[1:]}, rows[0]
+
+    assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
+    quantized, header = table("quantize")
+    assert header == ["method.name", "4", "16"] and set(quantized) == {"sgd", "rwp"}
+    assert all(cell.endswith("± 0.00") for row in quantized.values() for cell in row)  # quantisation draws nothing
+    end_of_training, _ = table("additive_gaussian")
+    # re-evaluating σ = 0.1 with 5 trials replaces the end-of-training 2-trial result in the table
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "sweep" / "sgd"), "--strengths", "0.1", "--trials", "5",
+                       "--subset", "100")
+    assert code == 0, err
+    later = json.loads((tmp_path / "sweep" / "sgd" / "eval-additive_gaussian-last-t5.json").read_text())
+    assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
+    updated, _ = table("additive_gaussian")
+    assert updated["rwp"] == end_of_training["rwp"]
+    assert updated["sgd"][0].startswith(f"{later['points'][0]['mean']:.2f}")

@@ -7,7 +7,6 @@ exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,22 +65,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = {"name": args.noise, "strengths": parse_strengths(args.strengths), **options}
     evaluation = build_eval({"noise": [spec], "trials": args.trials, "subset": args.subset, "bn": args.bn,
                               "seed": args.seed, "checkpoint": args.checkpoint})
-    trainer = load_trainer(args.run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
-    json_path = Path(args.json) if args.json else Path(args.run_dir) / (
-        f"eval-{file_label(evaluation.noise[0])}-{evaluation.checkpoint}-t{evaluation.trials}.json")
-    csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
-    result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
-    print(table(result))
-    print(f"written: {json_path}, {csv_path}")
+    run_dirs = expand_run_dirs(args.run_dirs)
+    if len(run_dirs) > 1 and (args.json or args.csv):
+        raise AnalogLearnError(f"--json and --csv name the output of one run; {len(run_dirs)} runs were given "
+                               "(without them, each run gets its eval-*.json and .csv)")
+    for run_dir in run_dirs:
+        trainer = load_trainer(run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
+        json_path = Path(args.json) if args.json else Path(run_dir) / (
+            f"eval-{file_label(evaluation.noise[0])}-{evaluation.checkpoint}-t{evaluation.trials}.json")
+        csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
+        result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
+        if len(run_dirs) > 1:
+            print(f"== {run_dir}")
+        print(table(result))
+        print(f"written: {json_path}, {csv_path}")
     return 0
+
+
+def expand_run_dirs(paths: list[str]) -> list[Path]:
+    """Run directories as given, or the finished runs under a sweep directory (sorted)."""
+    from .runs import CONFIG, RunDir
+
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if (path / CONFIG).is_file() or not path.is_dir():
+            found.append(path)  # a run directory (or a mistake, which load_trainer names)
+            continue
+        runs = sorted(c.parent for c in path.rglob(CONFIG) if RunDir(c.parent).finished())
+        if not runs:
+            raise AnalogLearnError(f"{str(path)!r} holds no finished run; give run directories or a sweep directory")
+        found += [r for r in runs if r not in found]
+    return found
 
 
 def file_label(spec: Any) -> str:
     """A file-name-safe label of a noise entry: its name, or its parts for a composition."""
     from .noise import from_config
+    from .report import file_safe
 
-    label = from_config({"name": spec.name, **spec.options}).label
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_")
+    return file_safe(from_config({"name": spec.name, **spec.options}).label)
 
 
 # ---------------------------------------------------------------- diagnose
@@ -183,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     ev = sub.add_parser("evaluate", help="accuracy of a trained run under weight noise (Monte Carlo)")
-    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'analoglearn train'")
+    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="run directories written by 'analoglearn train', or sweep directories (their finished runs)")
     ev.add_argument("--noise", default="additive_gaussian", help="noise model ('analoglearn list noise')")
     ev.add_argument("--strengths", default="0,0.02,0.03,0.05,0.07",
                     help="comma-separated strengths (σ, drift time, fault probability, levels: see the model)")

@@ -9,7 +9,9 @@ table's columns, so one report serves every grid:
   algorithm × dataset) when several datasets are present;
 - ``noise_<model>``: accuracy (%) under a weight-noise model with σ_test as columns (paper B's
   layouts: method × σ_test, σ_train × σ_test), mean over seeds of the trial means, ± the std over
-  all trials of all seeds;
+  all trials of all seeds. The noise results of a run are those of its end-of-training evaluation
+  (``summary.json``) and of every later ``analoglearn evaluate`` written into it (``eval-*.json``);
+  for the same noise model and strength, the most recent evaluation counts;
 - plots: ``curves.png`` (test error per epoch), ``noise_<model>.png`` (accuracy against strength
   with ±std bands) and ``relaxation.png`` (residual and energy against relaxation iterations, for
   runs that recorded them in ``relaxation.json``).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,37 @@ class Run:
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
     flat: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, NoiseResults] = field(default_factory=dict)
+    """Noise evaluations by noise label (see :func:`noise_results`)."""
+
+
+@dataclass
+class NoiseResults:
+    """A run's results under one noise model: ``points`` by strength (each with ``per_trial``) and the
+    clean accuracy on the same test images (``None`` if unknown)."""
+
+    points: dict[float, dict[str, Any]] = field(default_factory=dict)
+    clean: float | None = None
+
+
+def noise_results(run: RunDir, summary: dict[str, Any]) -> dict[str, NoiseResults]:
+    """The noise evaluations of a run: ``summary["noise"]`` (end of training), then the ``eval-*.json``
+    files of ``analoglearn evaluate`` in the order they were written (a later one replaces the result
+    of an earlier one for the same noise label and strength)."""
+    results: dict[str, NoiseResults] = defaultdict(NoiseResults)
+    sources = [(summary.get("noise_clean_accuracy"), summary.get("noise", []))]
+    for path in sorted(run.path.glob("eval-*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        try:
+            data = json.loads(path.read_text())
+            sources.append((data["clean"]["top1"], data["points"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an evaluation written by analoglearn: not ours to read
+    for clean, points in sources:
+        for item in points:
+            entry = results[item["noise"]]
+            entry.points[float(item["strength"])] = item
+            entry.clean = clean if clean is not None else entry.clean
+    return dict(results)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -66,7 +100,8 @@ def find_runs(dirs: list[str | Path]) -> list[Run]:
             run = RunDir(config.parent)
             if run.finished():
                 cfg = run.raw_config()
-                runs.append(Run(run.path, cfg, run.summary() or {}, run.metrics(), flatten(cfg)))
+                summary = run.summary() or {}
+                runs.append(Run(run.path, cfg, summary, run.metrics(), flatten(cfg), noise_results(run, summary)))
     if not runs:
         raise AnalogLearnError(f"no finished runs under {', '.join(map(str, dirs))}; train or sweep first")
     return runs
@@ -166,9 +201,10 @@ def noise_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
     by_noise: dict[str, dict[tuple[Any, ...], dict[float, list[list[float]]]]] = defaultdict(dict)
     for values, members in group(runs, keys).items():
         for run in members:
-            for item in run.summary.get("noise", []):
-                cells = by_noise[item["noise"]].setdefault(values, defaultdict(list))
-                cells[float(item["strength"])].append(item["per_trial"])
+            for noise, result in run.noise.items():
+                cells = by_noise[noise].setdefault(values, defaultdict(list))
+                for strength, item in result.points.items():
+                    cells[strength].append(item["per_trial"])
     tables = {}
     for noise, rows_by_group in by_noise.items():
         strengths = sorted({s for cells in rows_by_group.values() for s in cells})
@@ -187,6 +223,11 @@ def noise_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
         title = f"Accuracy (%) under {noise} noise by configuration × strength (mean over seeds ± std over trials)"
         tables[noise] = (title, [*keys, *[f"{s:g}" for s in strengths]], rows)
     return tables
+
+
+def file_safe(label: str) -> str:
+    """A noise label as part of a file name: ``quantize(16)+pcm`` → ``quantize_16_+pcm``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_")
 
 
 def markdown(table: Table) -> str:
@@ -245,12 +286,13 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
     for values, members in group(runs, keys).items():
         points: dict[float, list[float]] = defaultdict(list)
         for run in members:
-            clean = run.summary.get("noise_clean_accuracy", run.summary.get("test_accuracy"))
-            if clean is not None:  # on the same test images as the noisy trials
-                points[0.0].append(clean)
-            for item in run.summary.get("noise", []):
-                if item["noise"] == noise:
-                    points[float(item["strength"])] += item["per_trial"]
+            result = run.noise.get(noise)
+            if result is None:
+                continue
+            if result.clean is not None and 0.0 not in result.points:  # clean, on the same test images
+                points[0.0].append(result.clean)
+            for strength, item in result.points.items():
+                points[strength] += item["per_trial"]
         if len(points) < 2:
             continue
         xs = sorted(points)
@@ -306,7 +348,7 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     if by_dataset is not None:
         tables["error_by_dataset"] = by_dataset
     for noise, table in noise_tables(runs, keys).items():
-        tables[f"noise_{noise}"] = table
+        tables[f"noise_{file_safe(noise)}"] = table
     written: dict[str, Path] = {}
     for name, table in tables.items():
         write_csv(out / f"{name}.csv", table)
@@ -317,8 +359,8 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     plot_curves(runs, keys, out / "curves.png")
     plots = ["curves.png"]
     for noise in noise_tables(runs, keys):
-        plot_noise(runs, keys, noise, out / f"noise_{noise}.png")
-        plots.append(f"noise_{noise}.png")
+        plot_noise(runs, keys, noise, out / f"noise_{file_safe(noise)}.png")
+        plots.append(f"noise_{file_safe(noise)}.png")
     if plot_relaxation(runs, keys, out / "relaxation.png"):
         plots.append("relaxation.png")
     text = [f"# analoglearn report\n\n{len(runs)} finished runs from {', '.join(map(str, dirs))}.\n"]
