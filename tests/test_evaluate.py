@@ -174,7 +174,7 @@ def test_composed_noise_from_the_eval_schema() -> None:
     net, loader = model(), data()
     [curve] = evaluate_noise(predictor(net), net, loader, [{"name": spec.name, "strengths": spec.strengths,
                                                             **spec.options}], trials=3)
-    assert curve.noise == "quantize(16)+additive_gaussian"
+    assert curve.noise == "quantize(16)+additive_gaussian[scale=tensor-max]"  # options off their defaults named
     with perturbed(net, Quantize(16)):
         quantized = accuracy(predictor(net), loader).top1
     # σ = 0: every trial is the 16-level network; σ = 0.1 draws differ from trial to trial

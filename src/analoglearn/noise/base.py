@@ -57,8 +57,17 @@ class NoiseModel:
 
     @property
     def label(self) -> str:
-        """How results name this model (its registered name; a composition names its parts)."""
-        return self.name
+        """How results name this model: its registered name, with the options that differ from their
+        defaults in brackets (``pcm[drift_compensation=True]``); a composition names its parts."""
+        changed = []
+        for f in dataclasses.fields(self):
+            if f.name == self.strength_field or not f.init:
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = getattr(self, f.name)
+            if default is dataclasses.MISSING or value != (tuple(default) if isinstance(value, tuple) else default):
+                changed.append(f"{f.name}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
+        return f"{self.name}[{';'.join(changed)}]" if changed else self.name
 
     @property
     def deterministic(self) -> bool:
