@@ -57,6 +57,12 @@ def test_tables_average_over_seeds_and_pivot_datasets(tmp_path):
     rows = {r[0]: r[1:] for r in by_dataset[1:]}
     assert rows["sgd"] == ["1.25 ± 0.35", "11.00 ± 1.41"]
     assert rows["sam"] == ["0.90 ± 0.14", "8.50 ± 0.71"]
+    # the per-seed breakdown: one row per run, the same numbers the means are made of
+    per_run = read(tmp_path / "out" / "runs.csv")
+    assert per_run[0] == ["run", "data.name", "method.name", "seed", "test error", "best test error"]
+    assert [r[1:] for r in per_run[1:] if r[1:3] == ["MNIST", "sgd"]] == [["MNIST", "sgd", "0", "1.00", "1.00"],
+                                                                          ["MNIST", "sgd", "1", "1.50", "1.50"]]
+    assert len(per_run) == 9 and "runs.csv" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_noise_table_has_sigma_columns_and_plots_are_written(tmp_path):
@@ -68,6 +74,9 @@ def test_noise_table_has_sigma_columns_and_plots_are_written(tmp_path):
     rows = {r[0]: r[1:] for r in table[1:]}
     assert rows["sgd"] == ["91.00 ± 1.41", "72.00 ± 2.83"]
     assert rows["sam"] == ["91.00 ± 0.00", "81.00 ± 1.41"]
+    by_run = read(tmp_path / "out" / "noise_additive_gaussian_by_run.csv")
+    assert by_run[0] == ["run", "method.name", "seed", "0.05", "0.1"]
+    assert {r[0]: r[3:] for r in by_run[1:]} == {"a": ["91.00", "72.00"], "b": ["91.00", "81.00"]}
     assert written["noise_additive_gaussian.png"].stat().st_size > 1000
     assert "noise_additive_gaussian.png" in (tmp_path / "out" / "report.md").read_text()
 

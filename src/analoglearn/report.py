@@ -4,7 +4,8 @@
 groups runs that differ only in their seed. The config keys that vary between groups become the
 table's columns, so one report serves every grid:
 
-- ``results``: test error (%) mean ± std over seeds, per configuration;
+- ``results``: test error (%) mean ± std over seeds, per configuration; ``runs.csv`` gives every
+  run (seed) on its own row, and ``noise_<model>_by_run.csv`` every run's accuracy under noise;
 - ``error_by_dataset``: test error with datasets as columns (the layout of paper A's tables,
   algorithm × dataset) when several datasets are present;
 - ``noise_<model>``: accuracy (%) under a weight-noise model with σ_test as columns (paper B's
@@ -180,6 +181,34 @@ def results_table(runs: list[Run], keys: list[str]) -> Table:
     return "Test error (%) by configuration", [*keys, "seeds", "test error", "best test error"], rows
 
 
+def runs_table(runs: list[Run], keys: list[str]) -> Table:
+    """One row per run (the per-seed breakdown of ``results``): directory, configuration, seed, errors."""
+    rows = []
+    for values, members in group(runs, keys).items():
+        for r in sorted(members, key=lambda r: (sort_key(r.config.get("seed")), r.path.name)):
+            rows.append([r.path.name, *map(str, values), str(r.config.get("seed")),
+                         f"{r.summary['test_error']:.2f}", f"{r.summary['best_test_error']:.2f}"])
+    return "Test error (%) of every run", ["run", *keys, "seed", "test error", "best test error"], rows
+
+
+def noise_runs_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
+    """Per noise model, one row per run: the mean over its trials at each strength (paired across runs)."""
+    tables = {}
+    for noise in sorted({n for r in runs for n in r.noise}):
+        strengths = sorted({s for r in runs if noise in r.noise for s in r.noise[noise].points})
+        rows = []
+        for values, members in group(runs, keys).items():
+            for r in sorted(members, key=lambda r: (sort_key(r.config.get("seed")), r.path.name)):
+                if noise not in r.noise:
+                    continue
+                points = r.noise[noise].points
+                cells = [f"{mean_std(points[s]['per_trial'])[0]:.2f}" if s in points else "" for s in strengths]
+                rows.append([r.path.name, *map(str, values), str(r.config.get("seed")), *cells])
+        title = f"Accuracy (%) under {noise} noise of every run (mean over its trials)"
+        tables[noise] = (title, ["run", *keys, "seed", *[f"{s:g}" for s in strengths]], rows)
+    return tables
+
+
 def dataset_table(runs: list[Run], keys: list[str]) -> Table | None:
     """Test error with datasets as columns (algorithm × dataset), when several datasets are present."""
     if "data.name" not in keys:
@@ -350,7 +379,9 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     for noise, table in noise_tables(runs, keys).items():
         tables[f"noise_{file_safe(noise)}"] = table
     written: dict[str, Path] = {}
-    for name, table in tables.items():
+    per_run = {"runs": runs_table(runs, keys)}
+    per_run.update({f"noise_{file_safe(n)}_by_run": t for n, t in noise_runs_tables(runs, keys).items()})
+    for name, table in [*tables.items(), *per_run.items()]:
         write_csv(out / f"{name}.csv", table)
         written[f"{name}.csv"] = out / f"{name}.csv"
     timing = ("Training time (s)", ["run", "train seconds"],
@@ -365,6 +396,7 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
         plots.append("relaxation.png")
     text = [f"# analoglearn report\n\n{len(runs)} finished runs from {', '.join(map(str, dirs))}.\n"]
     text += [markdown(t) for t in tables.values()]
+    text += ["Per-run breakdowns (every seed): " + ", ".join(f"[{n}.csv]({n}.csv)" for n in per_run) + ".\n"]
     text += [f"![{p}]({p})\n" for p in plots]
     write_text(out / "report.md", "\n".join(text))
     written.update({p: out / p for p in plots})
