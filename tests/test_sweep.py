@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,3 +188,36 @@ def test_runs_written_before_a_new_option_existed_are_still_found(tmp_path):
     results = sweep(SMOKE, tmp_path / "s", log=quiet, verbose=False)
     assert [r["status"] for r in results] == ["skipped"] * 4
     assert all(Path(r["run_dir"]).name.startswith("old-") for r in results)
+
+
+def test_a_run_being_trained_elsewhere_is_left_alone(tmp_path, capsys):
+    """A run whose lock another holder has is neither trained twice nor recorded as failed."""
+    from analoglearn.cli import main
+    from analoglearn.errors import RunBusy
+    from analoglearn.train import fit
+
+    base, axes = load_grid(SMOKE)
+    jobs = expand(base, axes, tmp_path / "out")
+    busy_run = RunDir(jobs[0].run_dir)
+    with busy_run.lock():  # as another process training it would
+        results = sweep(SMOKE, tmp_path / "out", log=quiet, verbose=False)
+        with pytest.raises(RunBusy, match="is being trained by pid"):
+            fit(None, busy_run.path, resume=True, log=quiet)
+    assert [r["status"] for r in results] == ["busy", "finished", "finished", "finished"]
+    assert not busy_run.exists()  # untouched: no config, no failed summary
+    assert main(["sweep", str(SMOKE), "--out", str(tmp_path / "out")]) == 0
+    assert "1 run, 3 skipped (already finished), 0 failed" in capsys.readouterr().out
+    assert busy_run.finished()
+
+
+def test_two_sweeps_over_one_grid_divide_its_runs(tmp_path):
+    """Two processes sweep the same grid into one folder: each run is trained once, none fails."""
+    procs = [cli("sweep", str(SMOKE), "--out", str(tmp_path / "out")) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    trained = [int(out.split("sweep done: ")[1].split(" run,")[0]) for out, _ in outputs]
+    assert sum(trained) == 4  # not 5 or more: no run was trained by both
+    assert all(RunDir(job.run_dir).finished() for job in expand(*load_grid(SMOKE), tmp_path / "out"))
+    for job in expand(*load_grid(SMOKE), tmp_path / "out"):
+        epochs = [json.loads(line)["epoch"] for line in (job.run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == sorted(set(epochs))  # one history per run, not two interleaved

@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise AnalogLearnError("--resume continues a run with its saved config: give no --config or overrides")
-        summary = fit(None, args.resume, resume=True)  # type: ignore[arg-type]
+        summary = fit(None, args.resume, resume=True)
         run_dir = Path(args.resume)
     else:
         cfg = load_config(args.config, args.overrides)
@@ -171,9 +171,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results = sweep(args.grid, out, executor=args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
                     skip_failed=args.skip_failed)
     failed = [r for r in results if r["status"] == "failed"]
-    counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "skipped", "failed")}
+    counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "skipped", "busy", "failed")}
+    busy = f"{counts['busy']} left to another process training them, " if counts["busy"] else ""
     print(f"sweep done: {counts['finished']} run, {counts['skipped']} skipped (already finished), "
-          f"{counts['failed']} failed; runs in {out}")
+          f"{busy}{counts['failed']} failed; runs in {out}")
     for result in failed:
         print(f"failed: {result['run_dir']}: {result['error']} (details in its summary.json)", file=sys.stderr)
     if not failed:

@@ -24,5 +24,9 @@ class CheckpointError(AnalogLearnError):
     """A checkpoint or run directory that cannot be used as asked."""
 
 
+class RunBusy(CheckpointError):
+    """Another process is training this run directory (it holds the run's lock)."""
+
+
 class TrainingDiverged(AnalogLearnError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""

@@ -9,6 +9,11 @@ A run directory holds::
     last.pt          checkpoint after the last finished epoch (or step)
     best.pt          checkpoint of the epoch with the lowest test error
 
+While a process trains a run it holds the run's lock, ``.<run name>.lock`` beside the directory
+(an advisory ``flock``, released by the kernel when the process ends, even on SIGKILL): a second
+process asked to train or resume the same run refuses (:class:`RunBusy`), so several sweeps over
+one grid may share a folder and divide its runs between them.
+
 Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
 kill never leaves a half-written file. Checkpoints are plain dicts of tensors and primitives that
 load with ``torch.load(weights_only=True)``.
@@ -16,20 +21,21 @@ load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import Config, dump_yaml, read_yaml
-from .errors import CheckpointError
+from .errors import CheckpointError, RunBusy
 
 CONFIG, ENV, METRICS, SUMMARY, LAST, BEST = (
     "config.yaml", "env.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
@@ -121,6 +127,50 @@ class RunDir:
                 f"'analoglearn train --resume {self.path}', or choose another with --run-dir"
             )
         return self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock for the block; :class:`RunBusy` at once if another process holds it.
+
+        The lock file ``.<name>.lock`` lies beside the directory (so taking it creates nothing inside
+        a run that may turn out invalid), names its owner (pid, host) and is removed on release. A
+        holder checks after locking that the path still names the file it locked (another may have
+        just removed it), the usual flock-and-unlink protocol. Without ``fcntl`` (not POSIX) the
+        block runs unlocked.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path.parent / f".{self.path.name}.lock"
+        while True:
+            handle = open(path, "a+")  # noqa: SIM115 - held open (and locked) across the yield
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                raise RunBusy(f"run {str(self.path)!r} is being trained by {owner} (lock {path}); "
+                              "wait for it to end, or stop it and resume the run") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()  # locked a file its holder has just removed: take the new one
+        try:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            handle.close()  # closing releases the flock
 
     def exists(self) -> bool:
         """Whether this directory holds a run (a config or a checkpoint)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import apply_overrides, build_config, read_yaml, set_path
-from .errors import AnalogLearnError, ConfigError
+from .errors import AnalogLearnError, ConfigError, RunBusy
 from .runs import CONFIG, RunDir, write_json
 
 EXECUTORS = ("inprocess", "ray")
@@ -129,12 +129,25 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None, ve
 
     ``verbose`` prints the run's per-epoch lines, prefixed with its directory name.
 
-    Returns ``{"status": "finished" | "skipped" | "failed", "run_dir", "summary" | "error"}``.
-    """
-    from .train import fit
+    A run another process is training (it holds the run's lock) is left to it: ``busy``.
 
+    Returns ``{"status": "finished" | "skipped" | "busy" | "failed", "run_dir", "summary" | "error"}``.
+    """
     run = RunDir(run_dir)
     if run.finished():
+        return {"status": "skipped", "run_dir": str(run_dir), "summary": run.summary()}
+    try:
+        with run.lock():
+            return _run_locked(run, config, threads, verbose)
+    except RunBusy as err:
+        return {"status": "busy", "run_dir": str(run_dir), "error": str(err)}
+
+
+def _run_locked(run: RunDir, config: dict[str, Any], threads: int | None, verbose: bool) -> dict[str, Any]:
+    from .train import fit_locked
+
+    run_dir = run.path
+    if run.finished():  # finished by another process since the sweep looked
         return {"status": "skipped", "run_dir": str(run_dir), "summary": run.summary()}
     try:
         if threads:
@@ -146,9 +159,9 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None, ve
                 print("\n".join(f"    [{name}] {part}" for part in line.splitlines()), flush=True)
 
         if run.exists():
-            summary = fit(None, run_dir, resume=True, log=log)  # type: ignore[arg-type]
+            summary = fit_locked(None, run_dir, resume=True, log=log)
         else:
-            summary = fit(build_config(config), run_dir, log=log)
+            summary = fit_locked(build_config(config), run_dir, log=log)
     except Exception as err:
         message = str(err) if isinstance(err, AnalogLearnError) else traceback.format_exc()
         run.path.mkdir(parents=True, exist_ok=True)

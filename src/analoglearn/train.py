@@ -352,12 +352,21 @@ def format_record(record: dict[str, Any], epochs: int) -> str:
 
 
 def fit(
-    cfg: Config, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
+    cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir`` (new, or continued from ``last.pt`` with ``resume=True``).
 
-    Returns the run's summary (also written to ``summary.json``).
+    Holds the run's lock while it trains (:meth:`RunDir.lock`: a second process training the same
+    run raises :class:`RunBusy`). Returns the run's summary (also written to ``summary.json``).
     """
+    with RunDir(run_dir).lock():
+        return fit_locked(cfg, run_dir, resume=resume, log=log)
+
+
+def fit_locked(
+    cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """:func:`fit` for a caller that already holds the run's lock."""
     if resume:
         run = RunDir(run_dir).require()
         cfg = build_config(run.raw_config())
@@ -369,6 +378,8 @@ def fit(
         else:
             log(f"no checkpoint in {run.path} yet: starting from the beginning")
     else:
+        if cfg is None:
+            raise ConfigError("a new run needs a config")
         run = RunDir(run_dir).ensure_new()
         trainer = Trainer(cfg, run, log)  # validates data and model before anything is written
         RunDir.create(run_dir, cfg, trainer.device)
