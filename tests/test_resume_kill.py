@@ -31,16 +31,19 @@ def test_killed_run_resumes_to_the_same_metrics(tiny, tmp_path, strip_timings):
     while not (killed / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err
     run = RunDir(killed)
     assert not run.finished()
     assert run.load_checkpoint()["batch"] > 0  # the kill came mid-epoch
+    lock = tmp_path / ".killed.lock"
+    assert lock.is_file()  # the killed trainer could not remove its lock; the kernel released it
 
     resumed = run_cli("train", "--resume", str(killed))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "resuming" in out
+    assert not lock.exists()  # the resumed trainer took the lock and removed it at the end
 
     full = tmp_path / "full"
     whole = run_cli("train", "--config", str(config), "--run-dir", str(full))
