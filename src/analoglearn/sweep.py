@@ -17,6 +17,10 @@ from their last checkpoint, failed ones are retried (or, with ``skip_failed``, l
 a run that diverged will diverge again). ``OUT/sweep-<grid name>.json`` lists the runs and
 their axis values. Executors: ``inprocess`` (default, one run after another) and ``ray`` (one
 run per GPU, or per ``cpus_per_run`` CPUs, on a local or existing Ray cluster).
+
+A run being trained by another process (it holds the run's lock, see :meth:`RunDir.lock`) is
+left to it and reported ``busy``: several sweeps of one grid into one folder (e.g. the tasks of a
+batch-scheduler array on a shared file system) divide its runs between them.
 """
 
 from __future__ import annotations
