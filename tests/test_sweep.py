@@ -221,3 +221,23 @@ def test_two_sweeps_over_one_grid_divide_its_runs(tmp_path):
     for job in expand(*load_grid(SMOKE), tmp_path / "out"):
         epochs = [json.loads(line)["epoch"] for line in (job.run_dir / "metrics.jsonl").read_text().splitlines()]
         assert epochs == sorted(set(epochs))  # one history per run, not two interleaved
+
+
+def test_dry_run_lists_the_state_of_every_run(tmp_path, capsys):
+    from analoglearn.cli import main
+    from analoglearn.sweep import plan
+
+    out = tmp_path / "out"
+    jobs = expand(*load_grid(SMOKE), out)
+    assert [state for _, state in plan(SMOKE, out)] == ["new"] * 4
+    sweep(SMOKE, out, log=quiet, verbose=False)
+    RunDir(jobs[1].run_dir).write_summary({"status": "failed", "error": "boom"})
+    (jobs[2].run_dir / "summary.json").unlink()  # as if killed before the end: resumes from last.pt
+    assert [state for _, state in plan(SMOKE, out)] == ["finished", "failed", "partial", "finished"]
+    with RunDir(jobs[2].run_dir).lock():  # as another process resuming it would
+        assert [state for _, state in plan(SMOKE, out)] == ["finished", "failed", "running", "finished"]
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs: 1 failed, 2 finished, 1 partial" in printed and str(jobs[1].run_dir) in printed
+    assert sorted(p.name for p in out.rglob("*")) == before  # nothing ran, nothing was written

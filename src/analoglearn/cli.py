@@ -168,6 +168,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     out = args.out or str(Path("runs") / Path(args.grid).stem)
+    if args.dry_run:
+        from collections import Counter
+
+        from .sweep import format_axes, plan
+
+        states = plan(args.grid, out)
+        for job, state in states:
+            print(f"{state:<9} {job.run_dir}  {format_axes(job.axes)}")
+        counts = Counter(state for _, state in states)
+        print(f"{len(states)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return 0
     results = sweep(args.grid, out, executor=args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
                     skip_failed=args.skip_failed)
     failed = [r for r in results if r["status"] == "failed"]
@@ -250,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--executor", default="inprocess", help="inprocess (default) or ray")
     grid.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
     grid.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run on a cluster without GPUs")
+    grid.add_argument("--dry-run", action="store_true",
+                      help="list the runs and their state (new, partial, running, failed, finished); run nothing")
     grid.add_argument("--skip-failed", action="store_true",
                       help="do not retry runs that failed in an earlier sweep (default: retry them)")
     grid.set_defaults(handler=cmd_sweep)

@@ -297,6 +297,28 @@ def sweep(
     return ordered
 
 
+def run_state(run_dir: str | Path) -> str:
+    """``finished``, ``failed``, ``partial`` (interrupted: resumes), ``running`` (another process holds
+    its lock) or ``new``."""
+    run = RunDir(run_dir)
+    if run.finished():
+        return "finished"
+    try:
+        with run.lock():
+            pass
+    except RunBusy:
+        return "running"
+    if recorded_failure(run_dir) is not None:
+        return "failed"
+    return "partial" if run.exists() else "new"
+
+
+def plan(grid: str | Path, out: str | Path) -> list[tuple[Job, str]]:
+    """The grid's runs and the state of each under ``out``, without running anything."""
+    base, axes = load_grid(grid)
+    return [(job, run_state(job.run_dir)) for job in expand(base, axes, Path(out))]
+
+
 def recorded_failure(run_dir: str | Path) -> str | None:
     """The last line of the error a failed run recorded in its summary, or ``None`` if it did not fail."""
     summary = RunDir(run_dir).summary() or {}
