@@ -172,6 +172,24 @@ class RunDir:
                 path.unlink()
             handle.close()  # closing releases the flock
 
+    def locked(self) -> bool:
+        """Whether another holder has the run's lock now (a probe: it writes nothing, and touches
+        no lock when no lock file exists, as a holder keeps its file until release)."""
+        path = self.path.parent / f".{self.path.name}.lock"
+        try:
+            import fcntl
+
+            handle = open(path)  # noqa: SIM115 - closed below, after the probe
+        except (ImportError, FileNotFoundError):
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def exists(self) -> bool:
         """Whether this directory holds a run (a config or a checkpoint)."""
         return (self.path / CONFIG).is_file() or (self.path / LAST).is_file()

@@ -303,10 +303,7 @@ def run_state(run_dir: str | Path) -> str:
     run = RunDir(run_dir)
     if run.finished():
         return "finished"
-    try:
-        with run.lock():
-            pass
-    except RunBusy:
+    if run.locked():
         return "running"
     if recorded_failure(run_dir) is not None:
         return "failed"
