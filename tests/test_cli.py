@@ -154,8 +154,8 @@ def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_p
 
     assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
     quantized, header = table("quantize")
-    assert header == ["method.name", "4", "16"] and set(quantized) == {"sgd", "rwp"}
-    assert all(cell.endswith("± 0.00") for row in quantized.values() for cell in row)  # quantisation draws nothing
+    assert header == ["method.name", "clean", "4", "16"] and set(quantized) == {"sgd", "rwp"}
+    assert all(cell.endswith("± 0.00") for row in quantized.values() for cell in row[1:])  # quantisation draws nothing
     end_of_training, _ = table("additive_gaussian")
     # re-evaluating σ = 0.1 with 5 trials replaces the end-of-training 2-trial result in the table
     code, _, err = run(capsys, "evaluate", str(tmp_path / "sweep" / "sgd"), "--strengths", "0.1", "--trials", "5",
@@ -165,4 +165,5 @@ def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_p
     assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
     updated, _ = table("additive_gaussian")
     assert updated["rwp"] == end_of_training["rwp"]
-    assert updated["sgd"][0].startswith(f"{later['points'][0]['mean']:.2f}")
+    assert updated["sgd"][1].startswith(f"{later['points'][0]['mean']:.2f}")
+    assert updated["sgd"][0] == f"{later['clean']['top1']:.2f}"

@@ -13,7 +13,7 @@ from analoglearn.report import find_runs, report, varying_keys
 from analoglearn.runs import RunDir
 
 
-def fake_run(root, name, overrides, test_error, noise=None):
+def fake_run(root, name, overrides, test_error, noise=None, clean=None):
     raw = {"data": {"name": "Synthetic"}, "model": {"name": "mlp"}, "method": {"name": "sgd"}}
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
@@ -25,7 +25,8 @@ def fake_run(root, name, overrides, test_error, noise=None):
     (run.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     run.write_metrics([{"epoch": 1, "test_error": test_error + 5}, {"epoch": 2, "test_error": test_error}])
     run.write_summary({"status": "finished", "test_error": test_error, "best_test_error": test_error,
-                       "test_accuracy": 100 - test_error, "train_seconds": 1.0, "noise": noise or []})
+                       "test_accuracy": 100 - test_error, "train_seconds": 1.0, "noise": noise or [],
+                       **({"noise_clean_accuracy": clean} if clean is not None else {})})
 
 
 def point(strength, trials):
@@ -66,14 +67,15 @@ def test_tables_average_over_seeds_and_pivot_datasets(tmp_path):
 
 
 def test_noise_table_has_sigma_columns_and_plots_are_written(tmp_path):
-    fake_run(tmp_path, "a", {"method.name": "sgd"}, 5.0, [point(0.05, [90.0, 92.0]), point(0.1, [70.0, 74.0])])
+    fake_run(tmp_path, "a", {"method.name": "sgd"}, 5.0, [point(0.05, [90.0, 92.0]), point(0.1, [70.0, 74.0])],
+             clean=95.5)
     fake_run(tmp_path, "b", {"method.name": "sam"}, 6.0, [point(0.05, [91.0, 91.0]), point(0.1, [80.0, 82.0])])
     written = report([tmp_path], tmp_path / "out")
     table = read(tmp_path / "out" / "noise_additive_gaussian.csv")
-    assert table[0] == ["method.name", "0.05", "0.1"]
+    assert table[0] == ["method.name", "clean", "0.05", "0.1"]
     rows = {r[0]: r[1:] for r in table[1:]}
-    assert rows["sgd"] == ["91.00 ± 1.41", "72.00 ± 2.83"]
-    assert rows["sam"] == ["91.00 ± 0.00", "81.00 ± 1.41"]
+    assert rows["sgd"] == ["95.50", "91.00 ± 1.41", "72.00 ± 2.83"]
+    assert rows["sam"] == ["", "91.00 ± 0.00", "81.00 ± 1.41"]  # no clean figure on the noise subset
     by_run = read(tmp_path / "out" / "noise_additive_gaussian_by_run.csv")
     assert by_run[0] == ["run", "method.name", "seed", "0.05", "0.1"]
     assert {r[0]: r[3:] for r in by_run[1:]} == {"a": ["91.00", "72.00"], "b": ["91.00", "81.00"]}

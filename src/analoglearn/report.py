@@ -226,20 +226,25 @@ def dataset_table(runs: list[Run], keys: list[str]) -> Table | None:
 
 
 def noise_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
-    """Accuracy under each noise model, σ_test as columns."""
+    """Accuracy under each noise model, σ_test as columns, after a ``clean`` column: the accuracy
+    without noise on the same test images (mean over seeds)."""
     by_noise: dict[str, dict[tuple[Any, ...], dict[float, list[list[float]]]]] = defaultdict(dict)
+    clean: dict[str, dict[tuple[Any, ...], list[float]]] = defaultdict(lambda: defaultdict(list))
     for values, members in group(runs, keys).items():
         for run in members:
             for noise, result in run.noise.items():
                 cells = by_noise[noise].setdefault(values, defaultdict(list))
                 for strength, item in result.points.items():
                     cells[strength].append(item["per_trial"])
+                if result.clean is not None:
+                    clean[noise][values].append(result.clean)
     tables = {}
     for noise, rows_by_group in by_noise.items():
         strengths = sorted({s for cells in rows_by_group.values() for s in cells})
         rows = []
         for values, cells in rows_by_group.items():
-            row = [*map(str, values)]
+            base = clean[noise].get(values)
+            row = [*map(str, values), f"{mean_std(base)[0]:.2f}" if base else ""]
             for s in strengths:
                 trials = cells.get(s, [])
                 if not trials:
@@ -249,8 +254,9 @@ def noise_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
                 _, std = mean_std([v for t in trials for v in t])
                 row.append(f"{mean:.2f} ± {std:.2f}")
             rows.append(row)
-        title = f"Accuracy (%) under {noise} noise by configuration × strength (mean over seeds ± std over trials)"
-        tables[noise] = (title, [*keys, *[f"{s:g}" for s in strengths]], rows)
+        title = (f"Accuracy (%) under {noise} noise by configuration × strength (mean over seeds ± std over "
+                 "trials; clean: the same test images without noise)")
+        tables[noise] = (title, [*keys, "clean", *[f"{s:g}" for s in strengths]], rows)
     return tables
 
 
