@@ -90,3 +90,32 @@ def test_unfinished_runs_are_left_out_and_nothing_found_is_an_error(tmp_path):
         report([tmp_path], tmp_path / "out")
     with pytest.raises(AnalogLearnError, match="does not exist"):
         report([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_noise_spanning_decades_is_plotted_on_a_log_axis(tmp_path, monkeypatch):
+    """PCM inference times from 1 hour to 1 year: the strength axis becomes logarithmic."""
+    import analoglearn.report as rep
+
+    def pcm(strength, trials):
+        return {"noise": "pcm", "strength": strength, "per_trial": trials}
+
+    fake_run(tmp_path, "a", {"method.name": "sgd"}, 5.0, [pcm(3600, [90.0]), pcm(3.15e7, [60.0])], clean=95.0)
+    scales = []
+    real = rep._pyplot
+
+    def spy():
+        plt = real()
+        original = plt.subplots
+
+        def subplots(*args, **kwargs):
+            fig, ax = original(*args, **kwargs)
+            monkeypatch.setattr(ax, "set_xscale", lambda *a, **k: scales.append((a, k)), raising=False)
+            return fig, ax
+
+        monkeypatch.setattr(plt, "subplots", subplots)
+        return plt
+
+    monkeypatch.setattr(rep, "_pyplot", spy)
+    report([tmp_path], tmp_path / "out")
+    assert scales == [(("symlog",), {"linthresh": 3600})]
+    assert read(tmp_path / "out" / "noise_pcm.csv")[1] == ["95.00", "90.00 ± 0.00", "60.00 ± 0.00"]

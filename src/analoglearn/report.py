@@ -318,7 +318,11 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
     """Accuracy against noise strength (strength 0 = clean), mean ± std band, one line per configuration."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for values, members in group(runs, keys).items():
+    groups = group(runs, keys)
+    if len(groups) > 10:  # more lines than the default cycle has colours
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    plotted: set[float] = set()
+    for values, members in groups.items():
         points: dict[float, list[float]] = defaultdict(list)
         for run in members:
             result = run.noise.get(noise)
@@ -331,11 +335,16 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
         if len(points) < 2:
             continue
         xs = sorted(points)
+        plotted.update(xs)
         stats = [mean_std(points[x]) for x in xs]
         mean = [m for m, _ in stats]
         ax.plot(xs, mean, marker="o", label=label(keys, values))
         ax.fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
     ax.set(xlabel=f"{noise} strength", ylabel="test accuracy (%)", title=f"Accuracy under {noise} weight noise")
+    positive = sorted(x for x in plotted if x > 0)
+    if len(positive) >= 2 and positive[-1] / positive[0] > 100:  # e.g. PCM times from 1 h to 1 year
+        ax.set_xscale("symlog", linthresh=positive[0])
+        ax.set_xlabel(f"{noise} strength (logarithmic above {positive[0]:g})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
