@@ -243,12 +243,18 @@ def build_eval(raw: Any) -> EvalConfig:
         if name.lower() == "compose":
             specs.append(NoiseSpec("compose", strengths, _compose_options(item, f"eval.noise[{i}]")))
             continue
-        name = NOISE_MODELS.canonical(name)
-        options = NOISE_MODELS.build_options(name, item)
-        specs.append(NoiseSpec(name, strengths, to_plain(options) if options is not None else {}))
+        name, options = _noise_options(name, item)
+        specs.append(NoiseSpec(name, strengths, options))
     evaluation = build_dataclass(EvalConfig, section, where="eval")
     evaluation.noise = specs
     return evaluation
+
+
+def _noise_options(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A noise model's canonical name and its options validated and filled in, as plain data."""
+    name = NOISE_MODELS.canonical(name)
+    built = NOISE_MODELS.build_options(name, options)
+    return name, to_plain(built) if built is not None else {}
 
 
 def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
@@ -272,7 +278,8 @@ def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
         name = NOISE_MODELS.canonical(part.pop("name"))
         if "strength" in part:
             part[NOISE_MODELS.get(name).options.strength_field] = part.pop("strength")
-        plain.append({"name": name, **to_plain(NOISE_MODELS.build_options(name, part))})
+        name, options = _noise_options(name, part)
+        plain.append({"name": name, **options})
     if not isinstance(swept, int) or isinstance(swept, bool) or not 0 <= swept < len(plain):
         raise ConfigError(f"{where}.swept must index one of its {len(plain)} parts (0 to {len(plain) - 1}); "
                           f"got {swept!r}")

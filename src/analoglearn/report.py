@@ -181,11 +181,16 @@ def results_table(runs: list[Run], keys: list[str]) -> Table:
     return "Test error (%) by configuration", [*keys, "seeds", "test error", "best test error"], rows
 
 
+def by_seed(members: list[Run]) -> list[Run]:
+    """The runs of one configuration in seed order (then by directory name)."""
+    return sorted(members, key=lambda r: (sort_key(r.config.get("seed")), r.path.name))
+
+
 def runs_table(runs: list[Run], keys: list[str]) -> Table:
     """One row per run (the per-seed breakdown of ``results``): directory, configuration, seed, errors."""
     rows = []
     for values, members in group(runs, keys).items():
-        for r in sorted(members, key=lambda r: (sort_key(r.config.get("seed")), r.path.name)):
+        for r in by_seed(members):
             rows.append([r.path.name, *map(str, values), str(r.config.get("seed")),
                          f"{r.summary['test_error']:.2f}", f"{r.summary['best_test_error']:.2f}"])
     return "Test error (%) of every run", ["run", *keys, "seed", "test error", "best test error"], rows
@@ -198,7 +203,7 @@ def noise_runs_tables(runs: list[Run], keys: list[str]) -> dict[str, Table]:
         strengths = sorted({s for r in runs if noise in r.noise for s in r.noise[noise].points})
         rows = []
         for values, members in group(runs, keys).items():
-            for r in sorted(members, key=lambda r: (sort_key(r.config.get("seed")), r.path.name)):
+            for r in by_seed(members):
                 if noise not in r.noise:
                     continue
                 points = r.noise[noise].points
@@ -391,7 +396,8 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     by_dataset = dataset_table(runs, keys)
     if by_dataset is not None:
         tables["error_by_dataset"] = by_dataset
-    for noise, table in noise_tables(runs, keys).items():
+    by_noise = noise_tables(runs, keys)
+    for noise, table in by_noise.items():
         tables[f"noise_{file_safe(noise)}"] = table
     written: dict[str, Path] = {}
     per_run = {"runs": runs_table(runs, keys)}
@@ -404,7 +410,7 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     write_csv(out / "timings.csv", timing)
     plot_curves(runs, keys, out / "curves.png")
     plots = ["curves.png"]
-    for noise in noise_tables(runs, keys):
+    for noise in by_noise:
         plot_noise(runs, keys, noise, out / f"noise_{file_safe(noise)}.png")
         plots.append(f"noise_{file_safe(noise)}.png")
     if plot_relaxation(runs, keys, out / "relaxation.png"):

@@ -128,6 +128,11 @@ class RunDir:
             )
         return self
 
+    @property
+    def lock_path(self) -> Path:
+        """The run's lock file, ``.<name>.lock`` beside the directory."""
+        return self.path.parent / f".{self.path.name}.lock"
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run's lock for the block; :class:`RunBusy` at once if another process holds it.
@@ -144,7 +149,7 @@ class RunDir:
             yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        path = self.path.parent / f".{self.path.name}.lock"
+        path = self.lock_path
         while True:
             handle = open(path, "a+")  # noqa: SIM115 - held open (and locked) across the yield
             try:
@@ -175,7 +180,7 @@ class RunDir:
     def locked(self) -> bool:
         """Whether another holder has the run's lock now (a probe: it writes nothing, and touches
         no lock when no lock file exists, as a holder keeps its file until release)."""
-        path = self.path.parent / f".{self.path.name}.lock"
+        path = self.lock_path
         try:
             import fcntl
 
