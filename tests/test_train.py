@@ -72,8 +72,9 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tiny, tmp_path
 def test_corrupt_checkpoint_is_reported(tiny, tmp_path):
     cfg = build_config(tiny(train={"epochs": 1}))
     fit(cfg, tmp_path / "run", log=lambda s: None)
+    (tmp_path / "run" / "summary.json").unlink()  # an interrupted run, which a resume loads
     (tmp_path / "run" / "last.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be loaded"):
+    with pytest.raises(CheckpointError, match="damaged or not a torch checkpoint"):
         fit(None, tmp_path / "run", resume=True, log=lambda s: None)
 
 

@@ -1,7 +1,10 @@
 """The ``analoglearn`` command: train, evaluate, diagnose, data, list.
 
 Every user mistake ends in one line on stderr saying what is wrong and what would be valid, and
-exit status 2; no traceback.
+exit status 2; no traceback; and, since everything is validated before anything is written,
+nothing on disk changed. A write that fails on the way (a full disk, a read-only file system)
+says which, keeps every file already written intact, and exits 2. A training run stopped by
+SIGTERM or SIGINT writes a checkpoint first and exits with 128 + the signal number (143, 130).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import AnalogLearnError
+from .errors import AnalogLearnError, Preempted
 
 # ---------------------------------------------------------------- train
 
@@ -23,8 +26,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise AnalogLearnError("--resume continues a run with its saved config: give no --config or overrides")
-        summary = fit(None, args.resume, resume=True)
         run_dir = Path(args.resume)
+        summary = fit(None, run_dir, resume=True)
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(cfg)
@@ -57,6 +60,8 @@ def parse_strengths(text: str) -> list[float]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .assess import evaluate_and_write, load_trainer, table
     from .config import build_eval, parse_override
+    from .runs import check_output_file
+    from .train import check_eval
 
     options = {}
     for text in args.option:
@@ -69,11 +74,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(run_dirs) > 1 and (args.json or args.csv):
         raise AnalogLearnError(f"--json and --csv name the output of one run; {len(run_dirs)} runs were given "
                                "(without them, each run gets its eval-*.json and .csv)")
-    for run_dir in run_dirs:
+    jobs = []
+    for run_dir in run_dirs:  # every run and output checked before the first evaluation
         trainer = load_trainer(run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
         json_path = Path(args.json) if args.json else Path(run_dir) / (
             f"eval-{file_label(evaluation.noise[0])}-{evaluation.checkpoint}-t{evaluation.trials}.json")
         csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
+        for path, what in ((json_path, "--json"), (csv_path, "--csv")):
+            check_output_file(path, what if getattr(args, what[2:]) else "the evaluation's output")
+        check_eval(evaluation, trainer.model)
+        jobs.append((run_dir, trainer, json_path, csv_path))
+    for run_dir, trainer, json_path, csv_path in jobs:
         result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
         if len(run_dirs) > 1:
             print(f"== {run_dir}")
@@ -112,12 +123,14 @@ def file_label(spec: Any) -> str:
 
 def cmd_diagnose_gradients(args: argparse.Namespace) -> int:
     from .energy.diagnose import format_table, gradient_fidelity
-    from .runs import write_json
+    from .runs import check_output_file, write_json
 
     if not args.beta > 0:
         raise AnalogLearnError(f"--beta must be > 0, got {args.beta}")
     if args.batch_size < 1:
         raise AnalogLearnError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.json:
+        check_output_file(args.json, "--json")
     results = gradient_fidelity(args.preset, args.beta, batch_size=args.batch_size, seed=args.seed,
                                 algorithms=args.algorithms.split(",") if args.algorithms else None)
     print(format_table(results))
@@ -167,6 +180,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
+    if args.cpus_per_run < 1:
+        raise AnalogLearnError(f"--cpus-per-run must be a whole number ≥ 1, got {args.cpus_per_run}")
     out = args.out or str(Path("runs") / Path(args.grid).stem)
     if args.dry_run:
         from collections import Counter
@@ -195,8 +210,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
+    from .runs import check_output_dir
 
     out = args.out or str(Path(args.dirs[0]) / "report")
+    check_output_dir(out, "--out")
     written = report(args.dirs, out)
     print(f"report: {written['report.md']}  ({len(written) - 1} tables and plots in {out})")
     return 0
@@ -284,7 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except AnalogLearnError as err:
-        print(f"analoglearn: error: {err}", file=sys.stderr)
+        print(f"analoglearn: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except Preempted as stop:
+        print(f"analoglearn: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except OSError as err:
+        from .runs import storage_message
+
+        print(f"analoglearn: error: {storage_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("analoglearn: interrupted; continue a training run with 'analoglearn train --resume RUN_DIR'",

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -201,11 +203,29 @@ class Config:
 # ---------------------------------------------------------------- building from plain data
 
 
+SEED_MAX = 2**63 - 1
+"""Largest seed (seeds are integers in [0, 2⁶³ − 1], the range every torch and numpy generator takes)."""
+
+INT_LIMIT = 2**63
+"""Integers in a config must lie in (−2⁶³, 2⁶³): torch stores them as int64."""
+
+
 def _named(registry: Registry[Any], raw: Any, default: str, where: str) -> tuple[str, Any]:
     """Split a ``{name: ..., **options}`` section; validate the name and the options."""
     section = dict(_mapping(raw, where))
-    name = registry.canonical(section.pop("name", default))
-    return name, registry.build_options(name, section)
+    try:
+        name = registry.canonical(section.pop("name", default))
+    except ConfigError as err:
+        raise ConfigError(f"{where}.name: {err}") from None
+    return name, registry.build_options(name, section, where=where)
+
+
+def check_seed(value: Any, where: str) -> int:
+    """An integer seed in [0, 2⁶³ − 1]; :class:`ConfigError` naming ``where`` otherwise."""
+    seed = _coerce(value, int, where) if not (isinstance(value, int) and not isinstance(value, bool)) else value
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{where} must be an integer in [0, 2^63 - 1] = [0, {SEED_MAX}], got {seed}")
+    return seed
 
 
 def build_config(raw: dict[str, Any] | None) -> Config:
@@ -218,9 +238,12 @@ def build_config(raw: dict[str, Any] | None) -> Config:
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(valid)}")
-    cfg = Config(seed=_coerce(raw.get("seed", 0), int, "seed"))
+    cfg = Config(seed=check_seed(raw.get("seed", 0), "seed"))
     data = build_dataclass(DataConfig, raw.get("data", {}), where="data")
-    data.name = DATASETS.canonical(data.name)
+    try:
+        data.name = DATASETS.canonical(data.name)
+    except ConfigError as err:
+        raise ConfigError(f"data.name: {err}") from None
     cfg.data = data
     cfg.model = ModelConfig(*_named(MODELS, raw.get("model", {}), "lenet", "model"))
     cfg.method = MethodConfig(*_named(METHODS, raw.get("method", {}), "sgd", "method"))
@@ -235,25 +258,31 @@ def build_eval(raw: Any) -> EvalConfig:
     section = dict(_mapping(raw, "eval"))
     specs = []
     for i, item in enumerate(_sequence(section.pop("noise", []), "eval.noise")):
-        item = dict(_mapping(item, f"eval.noise[{i}]"))
-        name = str(item.pop("name", "additive_gaussian"))
-        strengths = _coerce(item.pop("strengths", [0.02, 0.05]), list[float], f"eval.noise[{i}].strengths")
+        where = f"eval.noise[{i}]"
+        item = dict(_mapping(item, where))
+        name = _coerce(item.pop("name", "additive_gaussian"), str, f"{where}.name")
+        strengths = _coerce(item.pop("strengths", [0.02, 0.05]), list[float], f"{where}.strengths")
         if not strengths or any(s < 0 for s in strengths):
-            raise ConfigError(f"eval.noise[{i}].strengths must be a non-empty list of numbers ≥ 0")
+            raise ConfigError(f"{where}.strengths must be a non-empty list of finite numbers ≥ 0, got {strengths}")
         if name.lower() == "compose":
-            specs.append(NoiseSpec("compose", strengths, _compose_options(item, f"eval.noise[{i}]")))
+            specs.append(NoiseSpec("compose", strengths, _compose_options(item, where)))
             continue
-        name, options = _noise_options(name, item)
+        name, options = _noise_options(name, item, where)
         specs.append(NoiseSpec(name, strengths, options))
+    if "seed" in section:
+        section["seed"] = check_seed(section["seed"], "eval.seed")
     evaluation = build_dataclass(EvalConfig, section, where="eval")
     evaluation.noise = specs
     return evaluation
 
 
-def _noise_options(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _noise_options(name: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """A noise model's canonical name and its options validated and filled in, as plain data."""
-    name = NOISE_MODELS.canonical(name)
-    built = NOISE_MODELS.build_options(name, options)
+    try:
+        name = NOISE_MODELS.canonical(name)
+    except ConfigError as err:
+        raise ConfigError(f"{where}.name: {err}") from None
+    built = NOISE_MODELS.build_options(name, options, where=where)
     return name, to_plain(built) if built is not None else {}
 
 
@@ -275,10 +304,13 @@ def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
         part = dict(_mapping(part, f"{where}.parts[{j}]"))
         if "name" not in part:
             raise ConfigError(f"{where}.parts[{j}] needs a 'name'; valid: {', '.join(NOISE_MODELS.names())}")
-        name = NOISE_MODELS.canonical(part.pop("name"))
+        try:
+            name = NOISE_MODELS.canonical(_coerce(part.pop("name"), str, f"{where}.parts[{j}].name"))
+        except ConfigError as err:
+            raise ConfigError(f"{where}.parts[{j}].name: {err}") from None
         if "strength" in part:
             part[NOISE_MODELS.get(name).options.strength_field] = part.pop("strength")
-        name, options = _noise_options(name, part)
+        name, options = _noise_options(name, part, f"{where}.parts[{j}]")
         plain.append({"name": name, **options})
     if not isinstance(swept, int) or isinstance(swept, bool) or not 0 <= swept < len(plain):
         raise ConfigError(f"{where}.swept must index one of its {len(plain)} parts (0 to {len(plain) - 1}); "
@@ -290,25 +322,47 @@ def build_dataclass(cls: type, values: Any, *, where: str) -> Any:
     """Instantiate dataclass ``cls`` from a mapping, checking keys and types.
 
     Raises :class:`ConfigError` naming ``where`` and the valid fields for an unknown key, and the
-    expected type for a value of the wrong type; ``__post_init__`` checks ranges.
+    expected type for a value of the wrong type; ``__post_init__`` checks ranges, and its message is
+    given the key path (``data.batch_size must be > 0``) when it does not name one already.
     """
     values = _mapping(values, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - fields)
+    unknown = sorted(set(values) - fields, key=str)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(sorted(fields))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
+    except ConfigError as err:
+        raise ConfigError(_with_path(str(err), where, sorted(fields, key=len, reverse=True))) from None
+    except (TypeError, ValueError, ArithmeticError) as err:
         raise ConfigError(f"invalid {where}: {err}") from None
 
 
+def _with_path(message: str, where: str, fields: list[str]) -> str:
+    """``message`` of a range check inside section ``where``, made to name its key path.
+
+    ``batch_size must be > 0`` → ``data.batch_size must be > 0``; ``method beta must ...`` →
+    ``method.beta: method beta must ...``; a message naming ``where.key`` already is kept.
+    """
+    if f"{where}." in message:
+        return message
+    for name in fields:
+        if message.startswith(f"{name} "):
+            return f"{where}.{message}"
+    for name in fields:
+        if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", message):
+            return f"{where}.{name}: {message}"
+    return f"{where}: {message}"
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against the type ``hint`` (int, float, bool, str, list[...], X | None, ...)."""
+    """Check ``value`` against the type ``hint`` (int, float, bool, str, list[...], X | None, ...).
+
+    Numbers must be finite (NaN and ±inf are refused: no option of analoglearn means anything with
+    them) and integers lie in (−2⁶³, 2⁶³); strings may not hold NUL characters.
+    """
     origin = typing.get_origin(hint)
     if hint is Any:
         return value
@@ -316,12 +370,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        errors = []
         for option in (o for o in options if o is not type(None)):
             try:
                 return _coerce(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r}")
+            except ConfigError as err:
+                errors.append((option, err))
+        for option, err in errors:  # the option of the value's own kind says best what is wrong with it
+            if _same_kind(value, option):
+                raise err from None
+        raise ConfigError(f"{where} must be {_type_name(hint)}, got {_show(value)}")
     if origin is list:
         (item,) = typing.get_args(hint) or (Any,)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(_sequence(value, where))]
@@ -329,13 +387,44 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return dict(_mapping(value, where))
     if dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value, where=where)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+    if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value, hint, where)
     if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        if isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"{where} must not contain NUL characters, got {_show(value)}")
         return value
-    raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r}")
+    raise ConfigError(f"{where} must be {_type_name(hint)}, got {_show(value)}")
+
+
+def _same_kind(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the kind ``hint`` describes (a number for int/float, a list for list[...])."""
+    origin = typing.get_origin(hint) or hint
+    if origin in (int, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(origin, type) and isinstance(value, origin)
+
+
+def _number(value: int | float, hint: type, where: str) -> int | float:
+    """A finite int or float for ``hint``; an integral float is accepted for an int."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value} (NaN and ±inf are not valid here)")
+    if hint is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+            value = int(value)
+        if not -INT_LIMIT < value < INT_LIMIT:
+            raise ConfigError(f"{where} must be an integer between -2^63 and 2^63 (exclusive), got {value}")
+        return value
+    if abs(value) > 1.7e308:
+        raise ConfigError(f"{where} must be a finite number, got {value}")
+    return float(value)
+
+
+def _show(value: Any) -> str:
+    """``repr`` of a user's value, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _type_name(hint: Any) -> str:
@@ -350,13 +439,16 @@ def _type_name(hint: Any) -> str:
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping of keys to values, got {value!r}")
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {_show(value)}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: keys must be strings, got {_show(bad[0])}")
     return value
 
 
 def _sequence(value: Any, where: str) -> list[Any]:
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{where} must be a list, got {value!r}")
+        raise ConfigError(f"{where} must be a list, got {_show(value)}")
     return list(value)
 
 
@@ -398,14 +490,53 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML says keys are unique;
+    PyYAML would let the last one win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {lines[key]}); give each key once",
+                        key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: the mapping's own constructor says so
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML ``text`` (``where`` names its source in errors); duplicate keys are refused."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        line = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{line}: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.1"`` → ``(["optim", "lr"], 0.1)``; the value is parsed as YAML."""
+    """``"optim.lr=0.1"`` → ``(["optim", "lr"], 0.1)``; the value is parsed as YAML.
+
+    A value that is not valid YAML is taken as a string (``data.root=/my data``) unless it holds a
+    mapping with a key given twice, which is refused.
+    """
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.epochs=3")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = yaml.load(value, Loader=_UniqueKeyLoader) if value.strip() else None
+    except yaml.constructor.ConstructorError as err:
+        raise ConfigError(f"override {text!r}: {err.problem}") from None
+    except (yaml.YAMLError, RecursionError):
         parsed = value
     return key.strip().split("."), parsed
 
@@ -431,17 +562,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file raises :class:`ConfigError`."""
+    """Read a YAML mapping; a missing, unreadable, non-UTF-8 or malformed file raises :class:`ConfigError`."""
     path = Path(path)
+    name = repr(str(path))
+    if path.is_dir():
+        raise ConfigError(f"config file {name} is a directory; give a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
+        raise ConfigError(f"config file {name} not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {name} cannot be read: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {name} is not UTF-8 text (byte {raw[err.start]:#04x} at offset "
+                          f"{err.start}); give a YAML file saved as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {name} holds NUL bytes (offset {text.index(chr(0))}): it is a binary "
+                          "file, not YAML")
+    data = parse_yaml(text, f"config file {name}")
     if data is None:
         return {}
-    return _mapping(data, f"config file {str(path)!r}")
+    return _mapping(data, f"config file {name}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -30,3 +30,20 @@ class RunBusy(CheckpointError):
 
 class TrainingDiverged(AnalogLearnError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StorageError(AnalogLearnError):
+    """A write failed (full disk, read-only file system, permissions); files already written are intact."""
+
+
+class Preempted(BaseException):
+    """Training was stopped by a signal (SIGTERM, SIGINT) after a checkpoint; ``train --resume`` continues.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so that a sweep stops instead of recording a
+    failed run. ``exit_code`` is 128 + the signal number, as a shell reports a signal.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -101,19 +101,21 @@ class Registry(Generic[F]):
         """Call the factory registered as ``name``."""
         return self.get(name).factory(*args, **kwargs)
 
-    def build_options(self, name: str, values: dict[str, Any]) -> Any:
+    def build_options(self, name: str, values: dict[str, Any], where: str | None = None) -> Any:
         """Validate ``values`` against the options dataclass of ``name`` and return an instance.
 
-        Unknown keys raise :class:`ConfigError` listing the valid option names.
+        Unknown keys raise :class:`ConfigError` listing the valid option names; ``where`` is the
+        config path of the section (e.g. ``method``), named in every error.
         """
         from .config import build_dataclass  # local: config imports registry
 
         entry = self.get(name)
         if entry.options is None:
             if values:
-                raise ConfigError(f"{self.kind} {entry.name!r} takes no options; got {sorted(values)}.")
+                raise ConfigError(f"{where or self.kind}: {self.kind} {entry.name!r} takes no options; "
+                                  f"got {sorted(values, key=str)}.")
             return None
-        return build_dataclass(entry.options, values, where=f"{self.kind} {entry.name!r}")
+        return build_dataclass(entry.options, values, where=where or f"{self.kind} {entry.name!r}")
 
     def describe(self) -> list[tuple[str, str]]:
         """``(name, summary)`` rows for listings."""

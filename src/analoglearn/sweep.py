@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 
 from .config import apply_overrides, build_config, read_yaml, set_path
 from .errors import AnalogLearnError, ConfigError, RunBusy
-from .runs import CONFIG, RunDir, write_json
+from .runs import CONFIG, RunDir, check_output_dir, write_json
 
 EXECUTORS = ("inprocess", "ray")
 
@@ -168,8 +169,11 @@ def _run_locked(run: RunDir, config: dict[str, Any], threads: int | None, verbos
             summary = fit_locked(build_config(config), run_dir, log=log)
     except Exception as err:
         message = str(err) if isinstance(err, AnalogLearnError) else traceback.format_exc()
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_summary({"status": "failed", "error": message.strip()})
+        try:  # the record a later sweep reads (and retries, or skips with --skip-failed)
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_summary({"status": "failed", "error": message.strip()})
+        except OSError as write_error:
+            message += f" (its failure could not be recorded: {write_error.strerror or write_error})"
         return {"status": "failed", "run_dir": str(run_dir), "error": message.strip().splitlines()[-1]}
     return {"status": "finished", "run_dir": str(run_dir), "summary": summary}
 
@@ -262,8 +266,13 @@ def sweep(
     if address and executor != "ray":
         raise ConfigError("--address is for the ray executor; add --executor ray")
     base, axes = load_grid(grid)
-    out = Path(out)
+    out = check_output_dir(out, "the sweep's output folder")
     jobs = expand(base, axes, out)
+    validate_jobs(jobs)
+    points = math.prod(len(values) for values in axes.values())
+    if points > len(jobs):
+        log(f"sweep: {points} grid points resolve to {len(jobs)} distinct runs ({points - len(jobs)} collapsed: "
+            "equal after defaults and name spelling are resolved)")
     finished = sum(RunDir(job.run_dir).finished() for job in jobs)
     failed_before = {job.run_dir: error for job in jobs if (error := recorded_failure(job.run_dir)) is not None}
     again = "skipped" if skip_failed else "retried"
@@ -295,6 +304,30 @@ def sweep(
     write_json(out / f"sweep-{Path(grid).stem}.json", {"grid": str(grid), "axes": axes,
                                     "runs": [{k: r[k] for k in ("run_dir", "axes", "status")} for r in ordered]})
     return ordered
+
+
+def validate_jobs(jobs: list[Job]) -> None:
+    """Check every run of a grid as ``train`` would (:func:`analoglearn.train.validate`) before any runs.
+
+    Configs that differ only in their seeds are checked once. A run's folder must be new, empty, a
+    run, or analoglearn's own record of a failed attempt. Raises naming the grid point.
+    """
+    from .train import validate
+
+    checked: set[str] = set()
+    for job in jobs:
+        run = RunDir(job.run_dir)
+        try:
+            if not run.exists():
+                run.ensure_new()
+            elif job.run_dir.is_dir():
+                run.summary()  # a damaged summary is named now, not after other runs trained
+            key = json.dumps({k: v for k, v in job.config.items() if k != "seed"}, sort_keys=True)
+            if key not in checked:
+                validate(build_config(job.config))
+                checked.add(key)
+        except AnalogLearnError as err:
+            raise type(err)(f"grid point {format_axes(job.axes)} ({job.run_dir}): {err}") from None
 
 
 def run_state(run_dir: str | Path) -> str:

@@ -11,8 +11,11 @@ on CPU (wall-clock timings aside).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +27,12 @@ import torch
 from torch import nn
 
 from . import data as datasets
-from .config import Config, DataConfig, OptimConfig, build_config
-from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .config import Config, DataConfig, EvalConfig, OptimConfig, build_config
+from .errors import CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
 from .evaluate import accuracy
 from .method import Method, Progress
 from .registry import METHODS, MODELS
-from .runs import BEST, LAST, RunDir, write_json
+from .runs import BEST, ENV, LAST, RunDir, environment, storage_message, write_json
 
 CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
@@ -49,18 +52,30 @@ class Seeds:
         return cls(*(int(w >> np.uint64(1)) for w in words))
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+"""Device types a run may train on (when this machine has them)."""
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda if available, else cpu; check that the named device exists."""
+    """``auto`` → cuda if available, else cpu; check that the named device exists on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = "use cpu, auto, cuda, cuda:N, mps or xpu (those this machine has)"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA GPU is available here; use cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device is mps but MPS is not available here; use cpu or auto")
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"train.device {name!r} is not a device; {valid}") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"train.device {name!r}: analoglearn cannot train on {device.type!r} devices; {valid}")
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type) if device.type != "mps" else torch.backends.mps
+    if not backend.is_available():
+        raise ConfigError(f"train.device is {name!r} but this machine has no {device.type} device; {valid}")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"train.device {name!r}: this machine has {count} {device.type} device(s), "
+                          f"{device.type}:0 to {device.type}:{count - 1}")
     return device
 
 
@@ -70,6 +85,19 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 
 
 # ---------------------------------------------------------------- building blocks
+
+
+def check_subsets(cfg: Config) -> None:
+    """Refuse subsets larger than the dataset's splits (``data.train_subset``, ``data.test_subset``,
+    ``eval.subset``), which would otherwise silently mean "all"."""
+    spec = datasets.get_spec(cfg.data.name)
+    test_size = spec.size("test") if cfg.data.test_subset is None else min(cfg.data.test_subset, spec.size("test"))
+    for key, value, size, split in (("data.train_subset", cfg.data.train_subset, spec.size("train"), "train"),
+                                    ("data.test_subset", cfg.data.test_subset, spec.size("test"), "test"),
+                                    ("eval.subset", cfg.eval.subset, test_size, "(evaluated) test")):
+        if value is not None and value > size:
+            raise ConfigError(f"{key}={value} is larger than the {size} examples of {spec.name}'s {split} split; "
+                              f"give at most {size}, or null for all of them")
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[Any, Any]:
@@ -83,6 +111,54 @@ def load_splits(cfg: DataConfig, seed: int) -> tuple[Any, Any]:
     return train, test
 
 
+def check_eval(evaluation: EvalConfig, model: nn.Module) -> None:
+    """Build every noise model of ``eval.noise`` at every strength, and check that it selects
+    parameters of ``model``: a mistake here would otherwise surface only after training."""
+    from .noise import from_config
+
+    for i, spec in enumerate(evaluation.noise):
+        for strength in spec.strengths:
+            try:
+                noise = from_config({"name": spec.name, **spec.options}, strength)
+            except ConfigError as err:
+                raise ConfigError(f"eval.noise[{i}] at strength {strength}: {err}") from None
+            if not noise.select(model):
+                raise ConfigError(f"eval.noise[{i}] ({spec.name}) selects no parameter of "
+                                  f"{type(model).__name__}; see its 'modules', 'bias' and 'norm' options")
+
+
+def validate(cfg: Config) -> None:
+    """Check everything about ``cfg`` that can be checked without training, writing nothing.
+
+    The device exists; the dataset's files are present, readable and intact; the subsets fit the
+    splits; the model can be built for the data's shape, the method accepts it, the optimiser's
+    layer groups match it; every ``eval.noise`` entry can be built and corrupts some of its
+    weights. Models are built on the ``meta`` device (no memory) where they allow it. Raises an
+    :class:`~analoglearn.errors.AnalogLearnError` (ConfigError or DataError) naming what is wrong.
+    """
+    resolve_device(cfg.train.device)
+    check_subsets(cfg)
+    input_shape(cfg.data)
+    if datasets.get_spec(cfg.data.name).name != "Synthetic":
+        for split in ("train", "test"):
+            datasets.check_readable(cfg.data.name, split, root=cfg.data.root)
+    seeds = Seeds.derive(cfg.seed)
+    try:
+        with torch.device("meta"):
+            _build_parts(cfg, seeds, torch.device("meta"))
+    except NotImplementedError:  # an initialisation that needs real memory (Hopfield presets: small)
+        _build_parts(cfg, seeds, torch.device("cpu"))
+
+
+def _build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Module, Method]:
+    model = build_model(cfg, seeds)
+    optimizer = build_optimizer(model, cfg.optim)
+    method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
+                            generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
+    check_eval(cfg.eval, model)
+    return model, method
+
+
 def eval_loader(dataset: Any, cfg: DataConfig, device: torch.device, seed: int = 0) -> Any:
     """An evaluation loader over ``dataset``: in order, no augmentation."""
     return datasets.Loader(dataset, cfg.eval_batch_size, shuffle=False, augment=False, seed=seed,
@@ -94,7 +170,8 @@ def input_shape(cfg: DataConfig) -> tuple[int, int, int]:
     channels, height, width = datasets.get_spec(cfg.name).shape
     if cfg.pad_to is not None:
         if cfg.pad_to < max(height, width):
-            raise ConfigError(f"data.pad_to={cfg.pad_to} is smaller than the {height}×{width} images of {cfg.name}")
+            raise ConfigError(f"data.pad_to={cfg.pad_to} is smaller than the {height}×{width} images of {cfg.name}; "
+                              f"give null (no padding) or a size ≥ {max(height, width)}")
         height = width = cfg.pad_to
     return channels, height, width
 
@@ -167,6 +244,8 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.device = resolve_device(cfg.train.device)
         self.seeds = Seeds.derive(cfg.seed)
+        check_subsets(cfg)
+        input_shape(cfg.data)
         torch.manual_seed(cfg.seed)
         self.train_set, self.test_set = load_splits(cfg.data, self.seeds.data)
         self.train_loader = datasets.Loader(self.train_set, cfg.data.batch_size, shuffle=True,
@@ -179,7 +258,9 @@ class Trainer:
             cfg.method.name, self.model, self.optimizer, cfg.method.options,
             generator=generator(self.seeds.train_noise, self.device),
         )
+        check_eval(cfg.eval, self.model)
         self.epoch, self.batch, self.step = 0, 0, 0
+        self.stop_signal: int | None = None
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
         self.history: list[dict[str, Any]] = []
         self.best_error: float | None = None
@@ -199,10 +280,32 @@ class Trainer:
             "partial": dict(self.partial), "history": list(self.history), "best_test_error": self.best_error,
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state` (inverse)."""
+    def load_state(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore :meth:`state` (inverse); a checkpoint of another run, model or width raises
+        :class:`CheckpointError` naming ``source`` and leaves nothing half-loaded on disk."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
+            raise CheckpointError(f"{source}: checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
+        missing = [k for k in ("config", "model", "optimizer", "method", "generators", "epoch", "batch", "step",
+                               "partial", "history", "best_test_error") if k not in state]
+        if missing:
+            raise CheckpointError(f"{source} lacks the entries {missing}: it is not a complete analoglearn "
+                                  "checkpoint; use the run's other checkpoint, or retrain")
+        try:
+            saved = build_config(state["config"]).to_dict()
+        except ConfigError:
+            saved = state["config"]
+        if saved != self.cfg.to_dict():
+            raise CheckpointError(f"{source} was written by another config than this run's config.yaml "
+                                  f"({_first_difference(saved, self.cfg.to_dict())}): it belongs to another "
+                                  "run; give this run's own checkpoint")
+        try:
+            self._load_state(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{source} does not fit this run's model, optimiser or method ({first[:200]}): "
+                                  "it was written for another network; give this run's own checkpoint") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -215,11 +318,46 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def run(self) -> dict[str, Any]:
-        """Train the remaining epochs, then write the summary."""
+        """Train the remaining epochs, then write the summary.
+
+        SIGTERM (a scheduler preempting the job) and SIGINT stop the run cleanly: inside an epoch
+        at the end of the current batch, after a checkpoint of that position; elsewhere at once (the
+        last checkpoint holds the state). Either way :class:`Preempted` is raised and
+        ``train --resume`` continues exactly.
+        """
         epochs = self.cfg.train.epochs
-        while self.epoch < epochs:
-            self.train_epoch()
-        return self.finish()
+        with self.stop_on_signals():
+            while self.epoch < epochs:
+                self.train_epoch()
+            return self.finish()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Any:
+        """Handle SIGTERM and SIGINT for the block (main thread only; elsewhere signals keep their handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        in_epoch = {"value": False}
+        self._in_epoch = in_epoch
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+            if not in_epoch["value"]:
+                raise self.preempted()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def preempted(self) -> Preempted:
+        signum = self.stop_signal or signal.SIGTERM
+        name = signal.Signals(signum).name
+        return Preempted(signum, f"stopped by {name} at epoch {self.epoch + 1}, batch {self.batch}; the last "
+                                 f"checkpoint ({self.run_dir.path / LAST}) holds the run: continue it with "
+                                 f"'analoglearn train --resume {self.run_dir.path}'")
 
     def train_epoch(self) -> None:
         """One epoch (from ``self.batch`` on, when resuming mid-epoch), evaluation and checkpoint."""
@@ -229,8 +367,19 @@ class Trainer:
         every = cfg.train.checkpoint_every if isinstance(cfg.train.checkpoint_every, int) else 0
         bar = self.progress_bar(steps)
         start = time.perf_counter()
+        flag = getattr(self, "_in_epoch", {"value": False})
+        flag["value"] = True
+        try:
+            self._train_batches(bar, steps, every, start)
+        finally:
+            flag["value"] = False
+        if bar is not None:
+            bar.close()
+        self.end_epoch(lr)
+
+    def _train_batches(self, bar: Any, steps: int, every: int, start: float) -> None:
         for x, y in self.train_loader.epoch(self.epoch, start_batch=self.batch):
-            progress = Progress(self.step, self.epoch, steps, steps * epochs)
+            progress = Progress(self.step, self.epoch, steps, steps * self.cfg.train.epochs)
             record = self.method.train_step(x, y, progress)
             self.check_finite(record.get("loss", 0.0))
             self.partial["loss_sum"] += record["loss"] * len(y)
@@ -240,14 +389,13 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if every and self.step % every == 0 and self.batch < steps:
+            if (every and self.step % every == 0 and self.batch < steps) or self.stop_signal is not None:
                 self.partial["seconds"] += time.perf_counter() - start
                 start = time.perf_counter()
                 self.run_dir.save_checkpoint(self.state())
-        if bar is not None:
-            bar.close()
+            if self.stop_signal is not None:
+                raise self.preempted()
         self.partial["seconds"] += time.perf_counter() - start
-        self.end_epoch(lr)
 
     def end_epoch(self, lr: float) -> None:
         """Evaluate, log, append metrics, checkpoint."""
@@ -272,9 +420,9 @@ class Trainer:
         if improved:
             self.best_error = record["test_error"]
         state = self.state()
-        self.run_dir.save_checkpoint(state)
-        if improved:
+        if improved:  # best.pt first: a kill between the two redoes the epoch and writes both again
             self.run_dir.save_checkpoint(state, BEST)
+        self.run_dir.save_checkpoint(state)
         self.run_dir.write_metrics(self.history)
         self.log(format_record(record, epochs))
 
@@ -351,36 +499,86 @@ def format_record(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """The first key path where plain data ``a`` and ``b`` differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    return f"{path or 'config'}: {a!r} there, {b!r} here"
+
+
+def prepare(cfg: Config | None, run_dir: str | Path, *, resume: bool = False,
+            log: Callable[[str], None] = print) -> Trainer | dict[str, Any]:
+    """Validate a run and build its trainer, writing nothing.
+
+    New run: ``run_dir`` must be new or empty (:meth:`RunDir.ensure_new`). Resume: ``run_dir`` must
+    be a run; a finished one returns its summary instead of a trainer (there is nothing to do).
+    Data, model, method, optimiser, device and the ``eval`` section are all checked here, so a
+    refused run leaves the disk exactly as it was.
+    """
+    run = RunDir(run_dir)
+    if resume:
+        run.require()
+        summary = run.summary()
+        if summary is not None and summary.get("status") == "finished":
+            log(f"run {run.path} is finished ({summary.get('epochs')} epochs); nothing to do")
+            return summary
+        cfg = build_config(run.raw_config())
+    else:
+        if cfg is None:
+            raise ConfigError("a new run needs a config")
+        run.ensure_new()
+    return Trainer(cfg, run, log)
+
+
+def start(trainer: Trainer, *, resume: bool = False) -> dict[str, Any]:
+    """Train a prepared run (the caller holds its lock); return its summary."""
+    run, log = trainer.run_dir, trainer.log
+    try:
+        run.remove_stale()
+        if resume:
+            if run.finished():  # finished by another process since it was prepared
+                return run.summary() or {}
+            if (run.path / LAST).is_file():
+                trainer.load_state(run.load_checkpoint(LAST, map_location=trainer.device),
+                                   source=f"checkpoint {str(run.path / LAST)!r}")
+                run.write_metrics(trainer.history)
+                log(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+            else:
+                log(f"no checkpoint in {run.path} yet: starting from the beginning")
+            if not (run.path / ENV).is_file():  # a start killed before env.json (older versions)
+                write_json(run.path / ENV, environment(trainer.device))
+        else:
+            RunDir.create(run.path, trainer.cfg, trainer.device)
+        return trainer.run()
+    except OSError as err:
+        raise StorageError(storage_message(err, run.path)) from None
+
+
 def fit(
     cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir`` (new, or continued from ``last.pt`` with ``resume=True``).
 
-    Holds the run's lock while it trains (:meth:`RunDir.lock`: a second process training the same
-    run raises :class:`RunBusy`). Returns the run's summary (also written to ``summary.json``).
+    Everything is validated before anything is written (:func:`prepare`). Holds the run's lock
+    while it trains (:meth:`RunDir.lock`: a second process training the same run raises
+    :class:`RunBusy`). Returns the run's summary (also written to ``summary.json``); resuming a
+    finished run changes nothing and returns its summary.
     """
+    if resume and RunDir(run_dir).locked():
+        with RunDir(run_dir).lock():  # raises RunBusy, naming the process that trains it
+            pass
+    prepared = prepare(cfg, run_dir, resume=resume, log=log)
+    if isinstance(prepared, dict):
+        return prepared
     with RunDir(run_dir).lock():
-        return fit_locked(cfg, run_dir, resume=resume, log=log)
+        return start(prepared, resume=resume)
 
 
 def fit_locked(
     cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """:func:`fit` for a caller that already holds the run's lock."""
-    if resume:
-        run = RunDir(run_dir).require()
-        cfg = build_config(run.raw_config())
-        trainer = Trainer(cfg, run, log)
-        if (run.path / LAST).is_file():
-            trainer.load_state(run.load_checkpoint(LAST, map_location=trainer.device))
-            run.write_metrics(trainer.history)
-            log(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
-        else:
-            log(f"no checkpoint in {run.path} yet: starting from the beginning")
-    else:
-        if cfg is None:
-            raise ConfigError("a new run needs a config")
-        run = RunDir(run_dir).ensure_new()
-        trainer = Trainer(cfg, run, log)  # validates data and model before anything is written
-        RunDir.create(run_dir, cfg, trainer.device)
-    return trainer.run()
+    prepared = prepare(cfg, run_dir, resume=resume, log=log)
+    return prepared if isinstance(prepared, dict) else start(prepared, resume=resume)

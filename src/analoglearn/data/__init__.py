@@ -14,7 +14,7 @@ from __future__ import annotations
 from .dataset import ImageDataset, load
 from .fetch import DatasetStatus, fetch, status
 from .loader import Loader
-from .locate import data_root
+from .locate import check_readable, data_root
 from .specs import DatasetSpec, get_spec
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "DatasetStatus",
     "ImageDataset",
     "Loader",
+    "check_readable",
     "data_root",
     "fetch",
     "get_spec",

@@ -101,6 +101,9 @@ def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = 
     paths = locate.locate(spec.name, split, root)
     try:
         images, labels = _read(spec, split, paths)
+    except OSError as exc:
+        raise DataError(f"{exc.filename or spec.name} cannot be read ({exc.strerror or exc}); make it readable "
+                        f"by this user, or point data.root at a readable copy of {spec.name}.") from None
     except DataError as exc:
         raise DataError(f"{exc} To download a fresh copy, delete it and run "
                         f"`analoglearn data fetch {spec.name}`.") from exc

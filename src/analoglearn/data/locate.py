@@ -241,12 +241,34 @@ def locate(name: str, split: str, root: str | os.PathLike[str] | None = None) ->
     Raises DataError saying where it looked and how to get the data when they are missing, or naming the
     damaged file when a checksum does not match.
     """
+    check_root(root)
     paths = find_split(name, split, root)
     if paths is None:
         raise DataError(missing_message(name, split, root))
     files = {f.name: f for f in layout(name).splits[split]}
     for fname, path in paths.items():
         verify(path, files[fname], name, root)
+    return paths
+
+
+def check_root(root: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a data root that exists but is not a folder."""
+    base = data_root(root)
+    if base.exists() and not base.is_dir():
+        raise DataError(f"the data root {base} is a file, not a folder; point data.root (or ${ENV_VAR}) at the "
+                        "folder that holds the datasets")
+
+
+def check_readable(name: str, split: str, root: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """:func:`locate` the files of ``split``, then check that this process can read each of them."""
+    paths = locate(name, split, root)
+    for path in paths.values():
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as err:
+            raise DataError(f"{path} cannot be read ({err.strerror or err}); make it readable by this user "
+                            f"(e.g. chmod a+r), or point data.root at a readable copy of {name}") from None
     return paths
 
 

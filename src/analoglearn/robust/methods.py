@@ -134,7 +134,7 @@ class InnerOptions(BackpropOptions):
             if self.estimator in ("sgd", "sam", "asam", "rwp"):
                 raise ConfigError(f"method.estimator must be an energy-based algorithm, got {self.estimator!r}; "
                                   "leave it null for backprop")
-            METHODS.build_options(self.estimator, self.estimator_options)
+            METHODS.build_options(self.estimator, self.estimator_options, where="method.estimator_options")
         elif self.estimator_options:
             raise ConfigError("method.estimator_options given without method.estimator")
 
