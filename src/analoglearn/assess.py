@@ -24,7 +24,8 @@ def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str
     """The run's model and method with the weights of ``checkpoint`` (``last.pt`` or ``best.pt``)."""
     run = RunDir(run_dir).require()
     trainer = Trainer(build_config(run.raw_config()), run, log)
-    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device))
+    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device),
+                       source=f"checkpoint {str(run.path / checkpoint)!r}")
     return trainer
 
 
@@ -99,7 +100,8 @@ def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[
     if not cfg.noise:
         return None
     if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():
-        trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device))
+        trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device),
+                           source=f"checkpoint {str(trainer.run_dir.path / BEST)!r}")
     result = evaluate_and_write(trainer, cfg, trainer.run_dir.path / "noise.json", trainer.run_dir.path / "noise.csv")
     log(table(result))
     return result

@@ -330,31 +330,35 @@ def build_dataclass(cls: type, values: Any, *, where: str) -> Any:
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - fields, key=str)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(sorted(fields))}")
+        named = ", ".join(f"{where}.{k}" for k in unknown)
+        raise ConfigError(f"unknown key(s) {named}; valid keys in {where}: {', '.join(sorted(fields)) or 'none'}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        raise ConfigError(_with_path(str(err), where, sorted(fields, key=len, reverse=True))) from None
+        raise ConfigError(_with_path(str(err), where, list(kwargs), sorted(fields, key=len, reverse=True))) from None
     except (TypeError, ValueError, ArithmeticError) as err:
-        raise ConfigError(f"invalid {where}: {err}") from None
+        raise ConfigError(_with_path(f"invalid value: {err}", where, list(kwargs), [])) from None
 
 
-def _with_path(message: str, where: str, fields: list[str]) -> str:
+def _with_path(message: str, where: str, given: list[str], fields: list[str]) -> str:
     """``message`` of a range check inside section ``where``, made to name its key path.
 
-    ``batch_size must be > 0`` → ``data.batch_size must be > 0``; ``method beta must ...`` →
-    ``method.beta: method beta must ...``; a message naming ``where.key`` already is kept.
+    ``batch_size must be > 0`` → ``data.batch_size must be > 0``; a message that names one of the
+    keys the user gave gets that key's path in front; a message naming ``where.key`` already is kept;
+    otherwise the keys given are listed (one of them is at fault: the defaults are valid).
     """
     if f"{where}." in message:
         return message
-    for name in fields:
+    for name in sorted(fields, key=len, reverse=True):
         if message.startswith(f"{name} "):
             return f"{where}.{message}"
-    for name in fields:
+    for name in sorted(given, key=len, reverse=True):
         if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", message):
             return f"{where}.{name}: {message}"
-    return f"{where}: {message}"
+    if len(given) == 1:
+        return f"{where}.{given[0]}: {message}"
+    return f"{where} ({', '.join(f'{where}.{k}' for k in given) or 'defaults'}): {message}"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

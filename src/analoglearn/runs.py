@@ -191,6 +191,7 @@ class RunDir:
         be created (a file among its parents, no write permission, a name too long).
         """
         text = repr(str(self.path))
+        check_names(self.path, extra_names=(self.lock_path.name,))
         if self.exists():
             raise CheckpointError(
                 f"run directory {text} already holds a run; continue it with "
@@ -431,11 +432,26 @@ def name_max(path: Path) -> int:
 
 
 def existing_parent(path: Path) -> Path:
-    """``path`` itself if it exists, else its nearest existing parent."""
+    """``path`` itself if it exists, else its nearest existing parent (a name too long counts as absent)."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def check_names(path: Path, *, extra_names: tuple[str, ...] = ()) -> None:
+    """Refuse a path with a name still to be created (or one of ``extra_names``, files to create beside
+    it) longer than the file system allows, less room for the temporary names of atomic writes."""
+    absolute = Path(os.path.abspath(path))
+    limit = name_max(absolute) - 16  # room for the temporary '.<name>.XXXXXXXX.tmp'
+    prefixes = [Path(*absolute.parts[: i + 1]) for i in range(1, len(absolute.parts))]
+    names = [(p.name, not os.path.lexists(p)) for p in prefixes] + [(n, True) for n in extra_names]
+    for name, created in names:
+        size = len(os.fsencode(name))
+        if created and size > limit:
+            raise CheckpointError(f"the name {name[:40]!r}... in {str(path)[:60]!r} is {size} bytes long; this "
+                                  f"file system allows {limit + 16} bytes, less 16 for temporary files: choose a "
+                                  "shorter path")
 
 
 def check_writable(path: Path, *, extra_names: tuple[str, ...] = ()) -> None:
@@ -446,15 +462,9 @@ def check_writable(path: Path, *, extra_names: tuple[str, ...] = ()) -> None:
     the temporary names of atomic writes; the nearest existing folder is writable.
     """
     path = Path(path)
+    check_names(path, extra_names=extra_names)
     absolute = Path(os.path.abspath(path))
     parent = existing_parent(absolute)
-    limit = name_max(absolute)
-    new = absolute.relative_to(parent).parts if parent != absolute else ()
-    for name in (*new, *extra_names, *((absolute.name,) if parent == absolute else ())):
-        size = len(os.fsencode(name))
-        if size > limit - 16:  # room for the temporary '.<name>.XXXXXXXX.tmp'
-            raise CheckpointError(f"the name {name[:40]!r}... in {str(path)!r} is {size} bytes long; this file "
-                                  f"system allows {limit} bytes, less 16 for temporary files: choose a shorter path")
     if parent != absolute and not parent.is_dir():
         raise CheckpointError(f"cannot create {str(path)!r}: {str(parent)!r} is a file, not a folder")
     folder = parent if parent.is_dir() else parent.parent

@@ -145,18 +145,33 @@ def validate(cfg: Config) -> None:
     seeds = Seeds.derive(cfg.seed)
     try:
         with torch.device("meta"):
-            _build_parts(cfg, seeds, torch.device("meta"))
+            build_parts(cfg, seeds, torch.device("meta"))
     except NotImplementedError:  # an initialisation that needs real memory (Hopfield presets: small)
-        _build_parts(cfg, seeds, torch.device("cpu"))
+        build_parts(cfg, seeds, torch.device("cpu"))
 
 
-def _build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Module, Method]:
-    model = build_model(cfg, seeds)
+def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, Method]:
+    """The model (on ``device``), its optimiser and the method; errors that come from combining
+    sections name the keys involved (``model.name=lenet with method.name=CEP: ...``)."""
+    shape = "×".join(map(str, input_shape(cfg.data)))
+    try:
+        model = build_model(cfg, seeds).to(device)
+    except ConfigError as err:
+        raise ConfigError(_with_keys(str(err), f"model.name={cfg.model.name} on {cfg.data.name} ({shape})")) from None
     optimizer = build_optimizer(model, cfg.optim)
-    method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
-                            generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
+    try:
+        method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
+                                generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
+    except ConfigError as err:
+        raise ConfigError(_with_keys(str(err), f"method.name={cfg.method.name} with model.name={cfg.model.name}")) \
+            from None
     check_eval(cfg.eval, model)
-    return model, method
+    return model, optimizer, method
+
+
+def _with_keys(message: str, keys: str) -> str:
+    """``message`` prefixed with the config keys it is about, unless it names a key path already."""
+    return message if any(f"{s}." in message for s in ("model", "method", "data", "optim")) else f"{keys}: {message}"
 
 
 def eval_loader(dataset: Any, cfg: DataConfig, device: torch.device, seed: int = 0) -> Any:
@@ -252,13 +267,7 @@ class Trainer:
                                             augment=cfg.data.augment, seed=self.seeds.data, device=self.device,
                                             pad_to=cfg.data.pad_to)
         self.test_loader = eval_loader(self.test_set, cfg.data, self.device)
-        self.model = build_model(cfg, self.seeds).to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.method: Method = METHODS.create(
-            cfg.method.name, self.model, self.optimizer, cfg.method.options,
-            generator=generator(self.seeds.train_noise, self.device),
-        )
-        check_eval(cfg.eval, self.model)
+        self.model, self.optimizer, self.method = build_parts(cfg, self.seeds, self.device)
         self.epoch, self.batch, self.step = 0, 0, 0
         self.stop_signal: int | None = None
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
@@ -301,7 +310,8 @@ class Trainer:
         try:
             self._load_state(state)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+            first = " ".join(lines[:2])
             raise CheckpointError(f"{source} does not fit this run's model, optimiser or method ({first[:200]}): "
                                   "it was written for another network; give this run's own checkpoint") from None
 
