@@ -159,6 +159,9 @@ def file_digest(path: Path, algorithm: str) -> str:
         with opener(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 hasher.update(chunk)
+    except PermissionError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror}); make it readable by this user (e.g. chmod a+r), "
+                        "or point the data root at a readable copy.") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{path} is damaged: cannot read it ({exc}). Replace it with an intact copy."
