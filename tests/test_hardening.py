@@ -198,12 +198,60 @@ def test_a_checkpoint_with_a_wrong_shape_under_the_same_config_is_refused(capsys
     refuse(capsys, ws, ["train", "--resume", "run"], "does not fit this run's model", "size mismatch")
 
 
+def flip_tensor_bytes(path: Path, count: int = 64) -> None:
+    """Invert ``count`` bytes inside the first tensor's data of a torch zip archive (it still opens)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > count + 16)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[member.header_offset + 26: member.header_offset + 30])
+    start = member.header_offset + 30 + name_len + extra_len + 8
+    raw[start: start + count] = bytes(b ^ 0xFF for b in raw[start: start + count])
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:  # the archive still opens; only the CRC tells
+        assert archive.testzip() == member.filename
+
+
+def test_flipped_bytes_in_a_checkpoint_are_refused_on_every_load(capsys, ws):
+    _unfinished(ws)
+    flip_tensor_bytes(ws / "run" / "last.pt")
+    for argv in (["train", "--resume", "run"], ["evaluate", "run", "--strengths", "0.1", "--trials", "1"]):
+        refuse(capsys, ws, argv, "checkpoint 'run/last.pt' is damaged", "CRC-32", "other checkpoint")
+    flip_tensor_bytes(ws / "run" / "best.pt")
+    refuse(capsys, ws, ["evaluate", "run", "--checkpoint", "best", "--strengths", "0.1"], "'run/best.pt' is damaged")
+
+
+def test_a_damaged_best_checkpoint_stops_the_end_of_run_evaluation(ws, monkeypatch):
+    from analoglearn.errors import CheckpointError
+    from analoglearn.runs import RunDir as Dir
+
+    original = Dir.save_checkpoint
+
+    def damaged(self, state, name="last.pt"):
+        path = original(self, state, name)
+        if name == "best.pt":
+            flip_tensor_bytes(path)
+        return path
+
+    monkeypatch.setattr(Dir, "save_checkpoint", damaged)
+    raw = tiny_config(train={"epochs": 1}, eval={"noise": [{"name": "additive_gaussian", "strengths": [0.1]}],
+                                                 "checkpoint": "best", "trials": 1})
+    with pytest.raises(CheckpointError, match="best.pt' is damaged"):
+        fit(build_config(raw), ws / "b", log=lambda s: None)
+
+
 def test_a_damaged_summary_in_a_sweep_folder_is_named(capsys, ws):
     (ws / "sweep").mkdir()
     shutil.move(ws / "run", ws / "sweep" / "run")
     (ws / "sweep" / "run" / "summary.json").write_text('{"status": "fini')
     refuse(capsys, ws, ["report", "sweep", "--out", "rep"], "summary.json", "not valid JSON")
     refuse(capsys, ws, ["evaluate", "sweep", "--strengths", "0.1"], "summary.json", "not valid JSON")
+    grid = {"base": tiny_config(train={"epochs": 1}), "grid": {"seed": [0]}}
+    (ws / "grid.yaml").write_text(yaml.safe_dump(grid))
+    shutil.move(ws / "sweep" / "run", ws / "sweep" / build_config(grid["base"]).digest())
+    refuse(capsys, ws, ["sweep", "grid.yaml", "--out", "sweep"], "summary.json", "not valid JSON")
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -10,6 +10,7 @@ SIGTERM or SIGINT writes a checkpoint first and exits with 128 + the signal numb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,8 @@ def cmd_diagnose_gradients(args: argparse.Namespace) -> int:
         raise AnalogLearnError(f"--beta must be > 0, got {args.beta}")
     if args.batch_size < 1:
         raise AnalogLearnError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if not 0 <= args.seed < 2**63:
+        raise AnalogLearnError(f"--seed must be an integer in [0, 2^63 - 1], got {args.seed}")
     if args.json:
         check_output_file(args.json, "--json")
     results = gradient_fidelity(args.preset, args.beta, batch_size=args.batch_size, seed=args.seed,
@@ -306,6 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as stop:
         print(f"analoglearn: {stop}", file=sys.stderr)
         return stop.exit_code
+    except BrokenPipeError:  # the reader of our output went away (``analoglearn list models | head``)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush is silent
+        return 141
+    except (MemoryError, RuntimeError) as err:
+        text = str(err)
+        if not isinstance(err, MemoryError) and "out of memory" not in text and "can't allocate memory" not in text:
+            raise
+        print("analoglearn: error: out of memory: use a smaller batch (data.batch_size, data.eval_batch_size, "
+              "--batch-size) or a smaller model; a training run keeps its last checkpoint (resume with "
+              "'analoglearn train --resume RUN_DIR')", file=sys.stderr)
+        return 2
     except OSError as err:
         from .runs import storage_message
 
