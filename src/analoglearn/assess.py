@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import EvalConfig, NoiseSpec, build_config
-from .evaluate import accuracy, evaluate_noise
+from .config import AnalogSpec, EvalConfig, NoiseSpec, build_config
+from .evaluate import accuracy, evaluate_noise, robustness_curve
 from .runs import BEST, LAST, RunDir, write_json
 from .train import Trainer, eval_loader
 
@@ -60,6 +60,39 @@ def assess_noise(
     }
 
 
+def assess_analog(
+    trainer: Trainer, specs: list[AnalogSpec], *, trials: int, seed: int = 0, subset: int | None = None,
+    calibration_images: int = 2000,
+) -> dict[str, Any]:
+    """Clean accuracy and tile-model curves (one per entry, over its swept values) of ``trainer``'s model,
+    in the format of :func:`assess_noise`; calibrated ranges come from the first training images."""
+    from .analog.corruption import calibration_batches, from_spec
+
+    test = trainer.test_set
+    if subset is not None and subset < len(test):
+        test = test.subset(subset, seed=seed)
+    loader = eval_loader(test, trainer.cfg.data, trainer.device)
+    clean = accuracy(trainer.method.predict, loader)
+    batches = None
+    curves = []
+    for spec in specs:
+        corruption = from_spec(spec)
+        corruption.check(trainer.model)
+        if corruption.tile.in_range == "calibrated" and batches is None:
+            batches = calibration_batches(eval_loader(trainer.train_set, trainer.cfg.data, trainer.device),
+                                          calibration_images)
+        corruption = corruption.calibrated(trainer.model, batches)
+        curves.append(robustness_curve(trainer.method.predict, trainer.model, loader,
+                                       corruption, spec.values, trials=trials,
+                                       seed=seed).to_dict())
+    return {
+        "clean": clean.to_dict(),
+        "test_examples": len(test),
+        "curves": [{k: v for k, v in c.items() if k != "points"} for c in curves],
+        "points": [p for c in curves for p in c["points"]],
+    }
+
+
 def table(result: dict[str, Any]) -> str:
     """A plain-text table: one row per noise model and strength (no interval for a single trial)."""
     clean = result["clean"]["top1"]
@@ -84,24 +117,35 @@ def write_results(result: dict[str, Any], json_path: Path, csv_path: Path) -> No
     write_csv(csv_path, ("noise evaluation", header, rows))
 
 
-def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path, csv_path: Path) -> dict[str, Any]:
-    """Run the noise evaluation an ``eval`` section describes on the trainer's current weights; write it."""
-    result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
-                          subset=evaluation.subset, bn=evaluation.bn,
-                          calibration_images=evaluation.calibration_images)
+def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path, csv_path: Path,
+                       kind: str = "noise") -> dict[str, Any]:
+    """Run the noise (``kind="noise"``) or tile-model (``"analog"``) evaluation an ``eval`` section
+    describes on the trainer's current weights; write it."""
+    if kind == "analog":
+        result = assess_analog(trainer, evaluation.analog, trials=evaluation.trials, seed=evaluation.seed,
+                               subset=evaluation.subset, calibration_images=evaluation.calibration_images)
+    else:
+        result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
+                              subset=evaluation.subset, bn=evaluation.bn,
+                              calibration_images=evaluation.calibration_images)
     result["checkpoint"] = evaluation.checkpoint
     write_results(result, json_path, csv_path)
     return result
 
 
-def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """The ``eval`` section of a finished run: noise evaluation written to ``noise.json`` / ``noise.csv``."""
+def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The ``eval`` section of a finished run: noise evaluation written to ``noise.json`` / ``noise.csv``,
+    tile-model evaluation to ``analog.json`` / ``analog.csv``; returns ``{kind: result}`` for those run."""
     cfg = trainer.cfg.eval
-    if not cfg.noise:
-        return None
+    kinds = [kind for kind, specs in (("noise", cfg.noise), ("analog", cfg.analog)) if specs]
+    if not kinds:
+        return {}
     if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():
         trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device),
                            source=f"checkpoint {str(trainer.run_dir.path / BEST)!r}")
-    result = evaluate_and_write(trainer, cfg, trainer.run_dir.path / "noise.json", trainer.run_dir.path / "noise.csv")
-    log(table(result))
-    return result
+    results = {}
+    for kind in kinds:
+        path = trainer.run_dir.path / kind
+        results[kind] = evaluate_and_write(trainer, cfg, path.with_suffix(".json"), path.with_suffix(".csv"), kind)
+        log(table(results[kind]))
+    return results

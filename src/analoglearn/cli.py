@@ -64,13 +64,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .runs import check_output_file
     from .train import check_eval
 
-    options = {}
-    for text in args.option:
-        path, value = parse_override(text)
-        options[".".join(path)] = value
-    spec = {"name": args.noise, "strengths": parse_strengths(args.strengths), **options}
-    evaluation = build_eval({"noise": [spec], "trials": args.trials, "subset": args.subset, "bn": args.bn,
-                              "seed": args.seed, "checkpoint": args.checkpoint})
+    common = {"trials": args.trials, "subset": args.subset, "bn": args.bn, "seed": args.seed,
+              "checkpoint": args.checkpoint}
+    if args.analog is not None:
+        if args.noise is not None or args.strengths is not None or args.option:
+            raise AnalogLearnError("--analog takes the swept values and any weight noise in its mapping ({tile: "
+                                   "{...}, sweep: out_noise, values: [...], noise: {name: ..., strength: ...}}); give "
+                                   "no --noise, --strengths or --option with it")
+        _, entry = parse_override(f"analog={args.analog}")
+        if not isinstance(entry, dict):
+            raise AnalogLearnError("--analog must be a YAML mapping like '{tile: {in_range: calibrated, dac_bits: "
+                                   f"8}}, sweep: out_noise, values: [0, 0.04]}}'; got {args.analog!r}")
+        evaluation = build_eval({"analog": [entry], **common})
+        kind = "analog"
+    else:
+        options = {}
+        for text in args.option:
+            path, value = parse_override(text)
+            options[".".join(path)] = value
+        spec = {"name": args.noise or "additive_gaussian",
+                "strengths": parse_strengths(args.strengths or "0,0.02,0.03,0.05,0.07"), **options}
+        evaluation = build_eval({"noise": [spec], **common})
+        kind = "noise"
     run_dirs = expand_run_dirs(args.run_dirs)
     if len(run_dirs) > 1 and (args.json or args.csv):
         raise AnalogLearnError(f"--json and --csv name the output of one run; {len(run_dirs)} runs were given "
@@ -78,15 +93,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     jobs = []
     for run_dir in run_dirs:  # every run and output checked before the first evaluation
         trainer = load_trainer(run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
+        label = file_label(evaluation.noise[0]) if kind == "noise" else analog_file_label(evaluation.analog[0])
         json_path = Path(args.json) if args.json else Path(run_dir) / (
-            f"eval-{file_label(evaluation.noise[0])}-{evaluation.checkpoint}-t{evaluation.trials}.json")
+            f"eval-{label}-{evaluation.checkpoint}-t{evaluation.trials}.json")
         csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
         for path, what in ((json_path, "--json"), (csv_path, "--csv")):
             check_output_file(path, what if getattr(args, what[2:]) else "the evaluation's output")
         check_eval(evaluation, trainer.model)
         jobs.append((run_dir, trainer, json_path, csv_path))
     for run_dir, trainer, json_path, csv_path in jobs:
-        result = evaluate_and_write(trainer, evaluation, json_path, csv_path)
+        result = evaluate_and_write(trainer, evaluation, json_path, csv_path, kind)
         if len(run_dirs) > 1:
             print(f"== {run_dir}")
         print(table(result))
@@ -117,6 +133,18 @@ def file_label(spec: Any) -> str:
     from .report import file_safe
 
     return file_safe(from_config({"name": spec.name, **spec.options}).label)
+
+
+def analog_file_label(spec: Any) -> str:
+    """A file-name-safe label of an ``eval.analog`` entry (its corruption's label, shortened with a
+    digest when long, since the fields of a tile make long names)."""
+    import hashlib
+
+    from .analog.corruption import from_spec
+    from .report import file_safe
+
+    label = file_safe(from_spec(spec).label)
+    return label if len(label) <= 80 else f"{label[:60]}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------- diagnose
@@ -171,8 +199,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS
 
     load_builtins()
-    registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "noise": NOISE_MODELS}[args.what]
-    for name, summary in registry.describe():
+    if args.what == "analog":
+        from .analog.tile import describe
+
+        rows = describe()
+    else:
+        rows = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "noise": NOISE_MODELS}[args.what].describe()
+    for name, summary in rows:
         print(f"{name:<20} {summary}")
     return 0
 
@@ -240,9 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="accuracy of a trained run under weight noise (Monte Carlo)")
     ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                     help="run directories written by 'analoglearn train', or sweep directories (their finished runs)")
-    ev.add_argument("--noise", default="additive_gaussian", help="noise model ('analoglearn list noise')")
-    ev.add_argument("--strengths", default="0,0.02,0.03,0.05,0.07",
-                    help="comma-separated strengths (σ, drift time, fault probability, levels: see the model)")
+    ev.add_argument("--noise", help="noise model ('analoglearn list noise'; default additive_gaussian)")
+    ev.add_argument("--strengths", help="comma-separated strengths (σ, drift time, fault probability, levels: "
+                    "see the model; default 0,0.02,0.03,0.05,0.07)")
+    ev.add_argument("--analog", metavar="YAML",
+                    help="evaluate through the analog tile model instead: '{tile: {in_range: calibrated, dac_bits: 8, "
+                    "adc_bits: 8, out_bound: 10}, sweep: out_noise, values: [0, 0.02, 0.04], noise: {name: "
+                    "additive_gaussian, strength: 0.05}}' ('analoglearn list analog')")
     ev.add_argument("--trials", type=int, default=10, help="noise draws per strength, each fixed for the test set")
     ev.add_argument("--checkpoint", default="last", help="last or best")
     ev.add_argument("--subset", type=int, help="evaluate on a fixed subset of this many test images")
@@ -292,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="output folder (default: DIR/report)")
     rep.set_defaults(handler=cmd_report)
 
-    lister = sub.add_parser("list", help="list registered models, methods, datasets or noise models")
-    lister.add_argument("what", choices=["models", "methods", "datasets", "noise"])
+    lister = sub.add_parser("list", help="list registered models, methods, datasets, noise models, or the analog "
+                                         "tile settings and device models")
+    lister.add_argument("what", choices=["models", "methods", "datasets", "noise", "analog"])
     lister.set_defaults(handler=cmd_list)
     return parser
 

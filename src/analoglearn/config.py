@@ -152,11 +152,30 @@ class NoiseSpec:
 
 
 @dataclass
+class AnalogSpec:
+    """One evaluation through the analog tile model (:mod:`analoglearn.analog`), swept over one tile field."""
+
+    tile: dict[str, Any] = field(default_factory=dict)
+    """The tile's fields (``analoglearn list analog``; e.g. ``{in_range: calibrated, dac_bits: 8, adc_bits: 8,
+    out_bound: 10}``), every default filled in."""
+    sweep: str = "out_noise"
+    """The tile field whose values are swept (its *strength*): out_noise, dac_bits, adc_bits, out_bound, r_in,
+    tile_rows, w_clip, quantile or std_alpha; 0 bits, rows or bound mean that converter or limit is off."""
+    values: list[float] = field(default_factory=lambda: [0.0, 0.02, 0.04])
+    """The values of the swept field to evaluate."""
+    noise: dict[str, Any] | None = None
+    """Weight noise under the tile in every trial, ``{name, strength, **options}`` (a noise entry), or null."""
+
+
+@dataclass
 class EvalConfig:
     """Evaluation after training: clean, and under weight noise (Monte Carlo)."""
 
     noise: list[NoiseSpec] = field(default_factory=list)
     """Noise models to evaluate under; empty: clean accuracy only."""
+    analog: list[AnalogSpec] = field(default_factory=list)
+    """Tile-model evaluations (DAC/ADC, output noise, tiles in every MVM), each with paired Monte-Carlo
+    trials like the noise models; feed-forward networks."""
     trials: int = 10
     """Noise draws per strength; each draw is fixed for the whole test set."""
     subset: int | None = None
@@ -269,11 +288,53 @@ def build_eval(raw: Any) -> EvalConfig:
             continue
         name, options = _noise_options(name, item, where)
         specs.append(NoiseSpec(name, strengths, options))
+    analog = [build_analog(item, f"eval.analog[{i}]")
+              for i, item in enumerate(_sequence(section.pop("analog", []), "eval.analog"))]
     if "seed" in section:
         section["seed"] = check_seed(section["seed"], "eval.seed")
     evaluation = build_dataclass(EvalConfig, section, where="eval")
     evaluation.noise = specs
+    evaluation.analog = analog
     return evaluation
+
+
+def build_analog(raw: Any, where: str) -> AnalogSpec:
+    """Validate one ``eval.analog`` entry: the tile at every swept value, and its weight noise."""
+    from .analog.corruption import SWEEPABLE
+    from .analog.tile import TileConfig
+
+    section = dict(_mapping(raw, where))
+    unknown = sorted(set(section) - {"tile", "sweep", "values", "noise"}, key=str)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; valid keys in {where}: "
+                          "tile, sweep, values, noise")
+    tile = build_dataclass(TileConfig, section.get("tile", {}), where=f"{where}.tile")
+    if tile.in_range == "learned":
+        raise ConfigError(f"{where}.tile.in_range: learned ranges are trained with the network (the Python API's "
+                          "analog.init_ranges); evaluate with static or calibrated ranges")
+    sweep = _coerce(section.get("sweep", "out_noise"), str, f"{where}.sweep")
+    if sweep not in SWEEPABLE:
+        raise ConfigError(f"{where}.sweep must be one of {', '.join(SWEEPABLE)}; got {sweep!r}")
+    values = _coerce(section.get("values", [0.0, 0.02, 0.04]), list[float], f"{where}.values")
+    if not values or any(v < 0 for v in values):
+        raise ConfigError(f"{where}.values must be a non-empty list of finite numbers ≥ 0, got {values}")
+    noise = section.get("noise")
+    if noise is not None:
+        item = dict(_mapping(noise, f"{where}.noise"))
+        name = _coerce(item.pop("name", "additive_gaussian"), str, f"{where}.noise.name")
+        if "strength" in item:
+            item[NOISE_MODELS.get(name).options.strength_field] = item.pop("strength")
+        name, options = _noise_options(name, item, f"{where}.noise")
+        noise = {"name": name, **options}
+    from .analog.corruption import AnalogCorruption
+
+    corruption = AnalogCorruption(tile, sweep)
+    for value in values:
+        try:
+            corruption.with_strength(value)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.values: {value:g} for {sweep}: {err}") from None
+    return AnalogSpec(to_plain(tile), sweep, values, noise)
 
 
 def _noise_options(name: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:

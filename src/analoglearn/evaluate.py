@@ -20,16 +20,35 @@ import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
-from .noise import NoiseModel, from_config, perturbed
+from .noise import from_config
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Corruption(Protocol):
+    """What Monte-Carlo evaluation needs of a corruption: a weight-noise model
+    (:class:`~analoglearn.noise.NoiseModel`) or the analog tile model
+    (:class:`~analoglearn.analog.corruption.AnalogCorruption`)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def strength(self) -> float: ...
+    @property
+    def deterministic(self) -> bool: ...
+    def with_strength(self, strength: float) -> Corruption: ...
+    def describe(self) -> dict[str, Any]: ...
+    def applied(self, module: nn.Module, generator: torch.Generator | None) -> AbstractContextManager[Any]: ...
+
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 BN_POLICIES = ("keep", "recalibrate")
 DRAW_ON = ("cpu", "model")
@@ -183,7 +202,7 @@ def noisy_accuracy(
     predict: Predict,
     model: nn.Module,
     loader: Batches,
-    noise_model: NoiseModel,
+    noise_model: Corruption,
     *,
     trials: int = 10,
     seed: int = 0,
@@ -219,16 +238,15 @@ def noisy_accuracy(
     results = []
     for s in seeds[:1] if noise_model.deterministic else seeds:
         generator = torch.Generator(device=device).manual_seed(s)
-        with perturbed(model, noise_model, generator):
+        with noise_model.applied(model, generator):
             calib = recalibrated_batchnorm(model, calibration, calibration_images)
             with calib if bn == "recalibrate" else contextlib.nullcontext():
                 results.append(accuracy(predict, loader))
     results *= trials // len(results)
     top1 = [r.top1 for r in results]
     top5 = [r.top5 for r in results] if results[0].top5 is not None else None
-    options = {k: v for k, v in asdict(noise_model).items() if k != noise_model.strength_field}
     return NoisyAccuracy(noise_model.label, noise_model.strength, trials, **summarize(top1), per_trial=top1,
-                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=_plain(options),
+                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=noise_model.describe(),
                          deterministic=noise_model.deterministic)
 
 
@@ -269,7 +287,7 @@ def robustness_curve(
     predict: Predict,
     model: nn.Module,
     loader: Batches,
-    noise_model: NoiseModel,
+    noise_model: Corruption,
     strengths: Sequence[float],
     **kwargs: Any,
 ) -> RobustnessCurve:

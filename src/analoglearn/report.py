@@ -59,11 +59,13 @@ class NoiseResults:
 
 
 def noise_results(run: RunDir, summary: dict[str, Any]) -> dict[str, NoiseResults]:
-    """The noise evaluations of a run: ``summary["noise"]`` (end of training), then the ``eval-*.json``
+    """The noise evaluations of a run: ``summary["noise"]`` and ``summary["analog"]`` (end of training: weight
+    noise and the tile model, tabled alike), then the ``eval-*.json``
     files of ``analoglearn evaluate`` in the order they were written (a later one replaces the result
     of an earlier one for the same noise label and strength)."""
     results: dict[str, NoiseResults] = defaultdict(NoiseResults)
-    sources = [(summary.get("noise_clean_accuracy"), summary.get("noise", []))]
+    sources = [(summary.get("noise_clean_accuracy"), summary.get("noise", [])),
+               (summary.get("analog_clean_accuracy"), summary.get("analog", []))]
     for path in sorted(run.path.glob("eval-*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         try:
             data = json.loads(path.read_text())
@@ -319,8 +321,9 @@ def plot_curves(runs: list[Run], keys: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None:
-    """Accuracy against noise strength (strength 0 = clean), mean ± std band, one line per configuration."""
+def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> bool:
+    """Accuracy against noise strength (strength 0 = clean), mean ± std band, one line per configuration;
+    False (nothing written) when no configuration has two points to join."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups = group(runs, keys)
@@ -345,7 +348,11 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
         mean = [m for m, _ in stats]
         ax.plot(xs, mean, marker="o", label=label(keys, values))
         ax.fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
-    ax.set(xlabel=f"{noise} strength", ylabel="test accuracy (%)", title=f"Accuracy under {noise} weight noise")
+    if not plotted:
+        plt.close(fig)
+        return False
+    what = noise if noise.startswith("analog") else f"{noise} weight noise"
+    ax.set(xlabel=f"{noise} strength", ylabel="test accuracy (%)", title=f"Accuracy under {what}")
     positive = sorted(x for x in plotted if x > 0)
     if len(positive) >= 2 and positive[-1] / positive[0] > 100:  # e.g. PCM times from 1 h to 1 year
         ax.set_xscale("symlog", linthresh=positive[0])
@@ -355,6 +362,7 @@ def plot_noise(runs: list[Run], keys: list[str], noise: str, path: Path) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def plot_relaxation(runs: list[Run], keys: list[str], path: Path) -> bool:
@@ -411,8 +419,8 @@ def report(dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     plot_curves(runs, keys, out / "curves.png")
     plots = ["curves.png"]
     for noise in by_noise:
-        plot_noise(runs, keys, noise, out / f"noise_{file_safe(noise)}.png")
-        plots.append(f"noise_{file_safe(noise)}.png")
+        if plot_noise(runs, keys, noise, out / f"noise_{file_safe(noise)}.png"):
+            plots.append(f"noise_{file_safe(noise)}.png")
     if plot_relaxation(runs, keys, out / "relaxation.png"):
         plots.append("relaxation.png")
     text = [f"# analoglearn report\n\n{len(runs)} finished runs from {', '.join(map(str, dirs))}.\n"]

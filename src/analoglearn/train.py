@@ -125,6 +125,13 @@ def check_eval(evaluation: EvalConfig, model: nn.Module) -> None:
             if not noise.select(model):
                 raise ConfigError(f"eval.noise[{i}] ({spec.name}) selects no parameter of "
                                   f"{type(model).__name__}; see its 'modules', 'bias' and 'norm' options")
+    from .analog.corruption import from_spec
+
+    for i, analog_spec in enumerate(evaluation.analog):
+        try:
+            from_spec(analog_spec).check(model)
+        except ConfigError as err:
+            raise ConfigError(f"eval.analog[{i}]: {err}") from None
 
 
 def validate(cfg: Config) -> None:
@@ -478,7 +485,7 @@ class Trainer:
 
         final = self.history[-1] if self.history else {}
         self.write_artifacts()
-        noise = assess_after_training(self, self.log)
+        results = assess_after_training(self, self.log)
         summary: dict[str, Any] = {
             "status": "finished",
             "epochs": len(self.history),
@@ -490,11 +497,11 @@ class Trainer:
             "dataset": self.cfg.data.name, "model": self.cfg.model.name, "method": self.cfg.method.name,
             "seed": self.cfg.seed,
         }
-        if noise is not None:
-            summary["noise"] = [{k: p[k] for k in ("noise", "strength", "trials", "mean", "std", "min", "ci95",
-                                                   "per_trial")} for p in noise["points"]]
-            summary["noise_clean_accuracy"] = noise["clean"]["top1"]
-            summary["noise_area"] = {c["noise"]: c["normalized_area"] for c in noise["curves"]}
+        for kind, result in results.items():  # noise: weight noise; analog: the tile model
+            summary[kind] = [{k: p[k] for k in ("noise", "strength", "trials", "mean", "std", "min", "ci95",
+                                                "per_trial")} for p in result["points"]]
+            summary[f"{kind}_clean_accuracy"] = result["clean"]["top1"]
+            summary[f"{kind}_area"] = {c["noise"]: c["normalized_area"] for c in result["curves"]}
         self.run_dir.write_summary(summary)
         return summary
 

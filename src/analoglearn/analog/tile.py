@@ -165,3 +165,33 @@ def _check_bits(name: str, value: object, low: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_BITS:
         raise ConfigError(f"tile.{name} must be an integer from {low} to {MAX_BITS} or null; got {value!r}.")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The first sentence of each field's docstring (the string under it in the class body), by field name."""
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+            text = " ".join(following.value.value.split())
+            docs[node.target.id] = text.split(". ")[0].rstrip(".")
+    return docs
+
+
+def describe() -> list[tuple[str, str]]:
+    """``(name, summary)`` rows for ``analoglearn list analog``: the tile's fields with their defaults and
+    formulas, then the device update models."""
+    from . import devices
+
+    rows = [(f"tile.{f.name}", f"{field_docs(TileConfig).get(f.name, '')} (default {f.default!r})")
+            for f in fields(TileConfig)]
+    for cls in (devices.IdealDevice, devices.ConstantStep, devices.SoftBounds):
+        rows.append((f"device {cls.__name__}", (cls.__doc__ or "").strip().splitlines()[0]))
+    return rows

@@ -84,6 +84,14 @@ class NoiseModel:
         """A copy of this model with its strength replaced (validated again)."""
         return dataclasses.replace(self, **{self.strength_field: strength})
 
+    def describe(self) -> dict[str, Any]:
+        """The model's options but its strength, as plain data (what results record beside the label)."""
+        return _plain({k: v for k, v in dataclasses.asdict(self).items() if k != self.strength_field})
+
+    def applied(self, module: nn.Module, generator: torch.Generator | None) -> contextlib.AbstractContextManager:
+        """One trial's corruption of ``module`` (:func:`perturbed`): what Monte-Carlo evaluation enters."""
+        return perturbed(module, self, generator)
+
     def select(self, module: nn.Module) -> list[tuple[str, nn.Parameter]]:
         """The ``(qualified name, parameter)`` pairs this model corrupts, in module order."""
         chosen: list[tuple[str, nn.Parameter]] = []
@@ -211,6 +219,15 @@ def perturbed(
         with torch.no_grad():
             for p, clean in zip(params, saved):
                 p.copy_(clean)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively (JSON-able)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def randn_like(w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,0 +1,93 @@
+"""The tile model in the evaluation pipeline: ``eval.analog``, ``evaluate --analog``, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analoglearn.cli import main
+from analoglearn.config import build_config
+from analoglearn.errors import ConfigError
+from analoglearn.report import report
+from analoglearn.runs import RunDir
+from analoglearn.train import fit
+
+CONVERTERS = {"in_range": "calibrated", "dac_bits": 8, "adc_bits": 8, "out_bound": 10}
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """A LeNet trained one epoch on Synthetic, evaluated at the end through two tile sweeps."""
+    from conftest import tiny_config
+
+    raw = tiny_config(train={"epochs": 1}, eval={"trials": 3, "analog": [
+        {"tile": CONVERTERS, "sweep": "out_noise", "values": [0.0, 0.1]},
+        {"tile": {}, "sweep": "out_noise", "values": [0.0]},  # everything off: the digital network
+    ]})
+    raw["model"] = {"name": "lenet"}
+    run = tmp_path_factory.mktemp("analog") / "run"
+    fit(build_config(raw), run, log=lambda s: None)
+    return run
+
+
+def test_end_of_training_evaluation_writes_tables_and_the_summary(lenet_run):
+    summary = RunDir(lenet_run).summary()
+    result = json.loads((lenet_run / "analog.json").read_text())
+    assert (lenet_run / "analog.csv").is_file()
+    labels = {p["noise"] for p in summary["analog"]}
+    assert labels == {"analog[in_range=calibrated;dac_bits=8;out_bound=10.0;adc_bits=8](out_noise)",
+                      "analog(out_noise)"}
+    ideal = next(p for p in result["points"] if p["noise"] == "analog(out_noise)")
+    assert ideal["deterministic"] and ideal["per_trial"] == [result["clean"]["top1"]] * 3  # bit-equal to digital
+    noisy = next(p for p in result["points"] if p["strength"] == 0.1)
+    assert len(set(noisy["seeds"])) == 3 and not noisy["deterministic"]
+
+
+def test_trials_replay_from_their_seeds_and_pair_across_calls(lenet_run, capsys, tmp_path):
+    argv = ["evaluate", str(lenet_run), "--analog", "{tile: {in_range: static, r_in: 3, out_noise: 0.05}, "
+            "sweep: out_noise, values: [0.05]}", "--trials", "3", "--subset", "100"]
+    outputs = []
+    for name in ("a.json", "b.json"):
+        assert main([*argv, "--json", str(tmp_path / name)]) == 0
+        outputs.append(json.loads((tmp_path / name).read_text())["points"][0])
+    capsys.readouterr()
+    assert outputs[0]["per_trial"] == outputs[1]["per_trial"] and outputs[0]["seeds"] == outputs[1]["seeds"]
+
+
+def test_evaluate_analog_writes_beside_the_run_and_the_report_tables_it(lenet_run, tmp_path, capsys):
+    weight_noise = ("{tile: {in_range: static, r_in: 3, out_bound: 10, out_noise: 0.02}, sweep: adc_bits, "
+                    "values: [4, 8], noise: {name: additive_gaussian, strength: 0.05}}")
+    assert main(["evaluate", str(lenet_run), "--analog", weight_noise, "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(adc_bits)+additive_gaussian(0.05)" in out
+    (written,) = lenet_run.glob("eval-analog*.json")
+    assert json.loads(written.read_text())["points"][1]["strength"] == 8
+    tables = report([lenet_run], tmp_path / "report")
+    assert any("adc_bits" in name for name in tables)
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"tile": {"dac_bits": 30, "in_range": "static"}}, "eval.analog[0].tile.dac_bits"),
+    ({"tile": {"in_range": "learned"}}, "eval.analog[0].tile.in_range: learned ranges"),
+    ({"sweep": "colour"}, "eval.analog[0].sweep must be one of"),
+    ({"tile": {"out_noise": 0.1}}, "relative to y_ref"),
+    ({"tile": {"in_range": "static"}, "sweep": "adc_bits", "values": [8]}, "eval.analog[0].values: 8 for adc_bits"),
+    ({"tile": {"r_in": float("nan")}}, "eval.analog[0].tile.r_in must be a finite number"),
+    ({"noise": {"name": "pcm", "strength": -1}}, "eval.analog[0].noise"),
+])
+def test_bad_entries_name_the_key(entry, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        build_config({"eval": {"analog": [entry]}})
+
+
+def test_hopfield_networks_are_refused_before_training(tmp_path, capsys):
+    code = main(["train", "--run-dir", str(tmp_path / "run"), "data.name=Synthetic", "model.name=tiny",
+                 "method.name=CEP", "eval.analog=[{tile: {in_range: static}}]"])
+    assert code == 2 and "feed-forward networks for now" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_analog_with_noise_options_is_refused(lenet_run, capsys):
+    assert main(["evaluate", str(lenet_run), "--analog", "{}", "--noise", "pcm"]) == 2
+    assert "give no --noise" in capsys.readouterr().err
