@@ -1,10 +1,12 @@
 """Noise-robust training: perturbation wrappers (SAM, ASAM, RWP), schedules and diagnostics.
 
-Paper B (Jacobson et al., arXiv 2602.07320), §B.2. Each wrapper takes any torch optimiser and a
-closure that fills ``.grad`` (DESIGN.md), so it also wraps an energy-based estimator's step::
+Paper B (Jacobson et al., arXiv 2602.07320), §B.2. Each wrapper is a ``torch.optim.Optimizer`` that
+shares the parameter groups of any base torch optimiser and takes a closure that fills ``.grad``
+(DESIGN.md), so it also wraps an energy-based estimator's step, and torch LR schedulers drive it::
 
     sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), rho=0.05, model=model)
-    loss = sam.step(closure)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(sam, T_max=epochs)
+    loss = sam.step(closure)                  # or sam.step(closure, scaler=scaler) under fp16 autocast
 
 Training methods ``sgd``, ``sam``, ``asam`` and ``rwp`` are registered in ``METHODS``
 (:mod:`analoglearn.robust.methods`); schedules in ``SCHEDULES`` (:mod:`analoglearn.robust.schedules`).

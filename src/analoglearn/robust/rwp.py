@@ -13,6 +13,12 @@ the gradients at the perturbed points updating the clean w (each draw is applied
 for the clean gradient when λ < 1, when diagnostics are on, or for the feedback schedule. λ = 1,
 K = 1 is a one-pass method (≈ the cost of plain SGD). Over-regularised RWP (σ_train > σ_test) is
 the paper's best setting for noise-robust generalisation.
+
+Under a ``torch.amp.GradScaler`` every pass has S·∇L at one scale S, and ĝ is linear in the passes'
+gradients, so the passes are combined scaled and ĝ goes once through ``scaler.unscale_``, the optional
+clipping, ``scaler.step`` (skipped on inf/NaN) and ``scaler.update`` (module doc of
+:mod:`~analoglearn.robust.perturbation`); the diagnostics use copies divided by S. A non-finite clean
+pass skips the step before any noisy pass, as SAM's first pass does.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..method import Progress
 from ..noise import NoiseModel, perturbed
-from .diagnostics import Grads, measure
-from .perturbation import Closure, Perturbation, call, frozen_batchnorm
+from .diagnostics import Grads, StepDiagnostics, measure
+from .perturbation import Closure, GradScaler, Perturbation, active, all_finite, call, frozen_batchnorm
 from .schedules import Strength
 
 
@@ -41,6 +47,7 @@ class RWP(Perturbation):
         generator: source of the draws (the method's training-noise generator); ``None`` uses
             torch's global generator.
         diagnostics: record clean/perturbed losses and gradients each step (forces the clean pass).
+        max_grad_norm: clip ĝ, unscaled, to this global 2-norm before the base step.
     """
 
     def __init__(
@@ -54,10 +61,10 @@ class RWP(Perturbation):
         mix: float = 1.0,
         generator: torch.Generator | None = None,
         diagnostics: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(
-            base_optimizer, noise.strength if sigma is None else sigma, model=model, diagnostics=diagnostics
-        )
+        strength = noise.strength if sigma is None else sigma
+        super().__init__(base_optimizer, strength, model=model, diagnostics=diagnostics, max_grad_norm=max_grad_norm)
         if not isinstance(model, nn.Module):
             raise ConfigError("RWP needs the model whose weights it perturbs (model=...).")
         if int(samples) != samples or samples < 1:
@@ -73,9 +80,13 @@ class RWP(Perturbation):
         """Whether a step also computes ∇L(w) (λ < 1, diagnostics or feedback schedule)."""
         return self.mix < 1.0 or self.needs_record
 
-    def step(self, closure: Closure, progress: Progress | None = None) -> float:
+    def step(  # type: ignore[override]
+        self, closure: Closure, progress: Progress | None = None, scaler: GradScaler | None = None
+    ) -> float:
         """One RWP step; returns J = λ·mean_k L(w+ε_k) + (1−λ)·L(w) (the mean perturbed loss if λ = 1
-        and no clean pass ran)."""
+        and no clean pass ran). With ``scaler`` the closure backpropagates ``scaler.scale(loss)``; a
+        non-finite clean pass then skips the step at once (no noisy pass) and L(w) is returned."""
+        scaler = active(scaler)
         sigma = self.current_strength(progress)
         model_at = self.noise.with_strength(sigma)
         params = self.params()
@@ -83,13 +94,29 @@ class RWP(Perturbation):
         if self.clean_pass:
             self.zero_grad()
             clean_loss = call(closure)
+            if scaler is not None and not all_finite(p.grad for p in params):
+                self._finish(None, scaler, self._unscale_final(scaler))  # skipped, S lowered: no noisy pass
+                return clean_loss
             clean = [None if p.grad is None else p.grad.detach().clone() for p in params]
         acc, losses = self._perturbed_passes(closure, model_at, params, frozen=self.clean_pass)
         mean_loss = sum(losses) / len(losses)
-        record = None if clean is None else measure(clean_loss, mean_loss, clean, acc, sigma)
+        record = None if clean is None else self._measure(clean_loss, mean_loss, clean, acc, sigma, scaler)
         self._write_grads(params, acc, clean)
-        self._finish(record)
+        self._finish(record, scaler, self._unscale_final(scaler))
         return mean_loss if clean is None else self.mix * mean_loss + (1 - self.mix) * clean_loss
+
+    @staticmethod
+    def _measure(
+        clean_loss: float, mean_loss: float, clean: Grads, acc: Grads, sigma: float, scaler: GradScaler | None
+    ) -> StepDiagnostics | None:
+        """Diagnostics of the step, from gradients divided by S under a scaler (None if not finite)."""
+        if scaler is None:
+            return measure(clean_loss, mean_loss, clean, acc, sigma)
+        if not all_finite(acc):  # the step will be skipped
+            return None
+        scale = scaler.get_scale()
+        clean, acc = ([None if g is None else g / scale for g in grads] for grads in (clean, acc))
+        return measure(clean_loss, mean_loss, clean, acc, sigma)
 
     def _perturbed_passes(
         self, closure: Closure, model_at: NoiseModel, params: list[torch.Tensor], frozen: bool

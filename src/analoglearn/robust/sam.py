@@ -19,6 +19,13 @@ Two passes per step; BatchNorm running statistics are updated on the first pass 
     sam.first_step()            # w ← w + ε*, .grad zeroed
     closure()                   # fills .grad at w + ε*
     sam.second_step()           # w restored bit-exact, base optimiser steps
+
+Under a ``torch.amp.GradScaler`` (pass ``scaler=`` to ``step``, or to both explicit calls) the first
+pass is divided by the scale S here, the second goes through the scaler (module doc of
+:mod:`~analoglearn.robust.perturbation`); ε* is scale-free, ρ·(S·g)/‖S·g‖ = ρ·g/‖g‖, but the check
+for inf/NaN and the diagnostics need the unscaled g. A non-finite first pass skips the step inside
+``first_step`` (the scaler lowers S); ``step`` then makes no second closure call, and with the explicit
+pair the second call's gradient is discarded by ``second_step``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..method import Progress
 from .diagnostics import global_norm, measure
-from .perturbation import Closure, Perturbation, call, frozen_batchnorm
+from .perturbation import Closure, GradScaler, Perturbation, active, call, frozen_batchnorm
 from .schedules import Strength
 
 EPS = 1e-12
@@ -48,6 +55,7 @@ class SAM(Perturbation):
         adaptive: ASAM's scaling T_w = |w| + η.
         eta: η of ASAM (Kwon et al.: 0.01).
         diagnostics: record clean/perturbed losses and gradients each step.
+        max_grad_norm: clip ∇L(w + ε*), unscaled, to this global 2-norm before the base step.
     """
 
     def __init__(
@@ -59,8 +67,9 @@ class SAM(Perturbation):
         adaptive: bool = False,
         eta: float = 0.0,
         diagnostics: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(base_optimizer, rho, model=model, diagnostics=diagnostics)
+        super().__init__(base_optimizer, rho, model=model, diagnostics=diagnostics, max_grad_norm=max_grad_norm)
         if not eta >= 0:
             raise ConfigError(f"ASAM eta must be ≥ 0; got {eta!r}.")
         self.adaptive, self.eta = adaptive, float(eta)
@@ -73,6 +82,7 @@ class SAM(Perturbation):
         self._clean_loss = float("nan")
         self._rho = 0.0
         self._bn = contextlib.ExitStack()
+        self._skip_second = False
 
     def _scaled(self, p: torch.Tensor, power: int) -> torch.Tensor:
         """T_w^power ⊙ ∇L for ASAM, ∇L itself (no copy) for SAM and for ASAM's unscaled parameters."""
@@ -82,10 +92,26 @@ class SAM(Perturbation):
 
     @torch.no_grad()
     def first_step(
-        self, zero_grad: bool = True, progress: Progress | None = None, loss: float = float("nan")
+        self,
+        zero_grad: bool = True,
+        progress: Progress | None = None,
+        loss: float = float("nan"),
+        scaler: GradScaler | None = None,
     ) -> float:
-        """Move to w + ε* using the gradient in ``.grad``; freeze BatchNorm statistics. Returns ρ."""
+        """Move to w + ε* using the gradient in ``.grad``; freeze BatchNorm statistics. Returns ρ.
+
+        With ``scaler``, ``.grad`` holds S·∇L(w): it is divided by S here; if it is not finite the
+        step is skipped now (no move; the scaler lowers S) and the next :meth:`second_step` only
+        discards its gradient.
+        """
         self._rho = self.current_strength(progress)
+        scaler = active(scaler)
+        if scaler is not None and not self._unscale_in_place(scaler):
+            self._finish(None, scaler, finite=self._unscale_final(scaler))
+            self._skip_second = True
+            if zero_grad:
+                self.zero_grad()
+            return self._rho
         params = [p for p in self.params() if p.grad is not None]
         norm = global_norm([self._scaled(p, 1) for p in params])
         factor = self._rho / (norm + EPS)
@@ -102,33 +128,47 @@ class SAM(Perturbation):
         return self._rho
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False, loss: float = float("nan")) -> None:
-        """Restore w from its saved copy and step the base optimiser with ∇L(w + ε*) in ``.grad``."""
-        if not self._saved:
-            raise RuntimeError("SAM.second_step called without first_step")
-        for p, clean in self._saved:
-            p.copy_(clean)
-        self._saved = []
-        self._bn.close()
-        record = None
-        if self.needs_record:
-            record = measure(self._clean_loss, loss, self._clean, [p.grad for p in self._params], self._rho)
-        self._clean = []
-        self._finish(record)
+    def second_step(
+        self, zero_grad: bool = False, loss: float = float("nan"), scaler: GradScaler | None = None
+    ) -> None:
+        """Restore w from its saved copy and step the base optimiser with ∇L(w + ε*) in ``.grad``
+        (through ``scaler``: unscale, clip, step, update, when given)."""
+        if self._skip_second:
+            self._skip_second = False
+        else:
+            if not self._saved:
+                raise RuntimeError("SAM.second_step called without first_step")
+            for p, clean in self._saved:
+                p.copy_(clean)
+            self._saved = []
+            self._bn.close()
+            finite = self._unscale_final(active(scaler))
+            record = None
+            if self.needs_record and finite:
+                perturbed = [p.grad for p in self._params]
+                record = measure(self._clean_loss, loss, self._clean, perturbed, self._rho)
+            self._clean = []
+            self._finish(record, active(scaler), finite)
         if zero_grad:
             self.zero_grad()
 
-    def step(self, closure: Closure, progress: Progress | None = None) -> float:
-        """One SAM step: two closure calls; returns the clean loss L(w)."""
+    def step(  # type: ignore[override]
+        self, closure: Closure, progress: Progress | None = None, scaler: GradScaler | None = None
+    ) -> float:
+        """One SAM step: two closure calls (one if a scaled first pass is not finite); returns the
+        clean loss L(w). With ``scaler`` the closure backpropagates ``scaler.scale(loss)``."""
         self.zero_grad()
         loss = call(closure)
-        self.first_step(zero_grad=True, progress=progress, loss=loss)
+        self.first_step(zero_grad=True, progress=progress, loss=loss, scaler=scaler)
+        if self._skip_second:
+            self._skip_second = False
+            return loss
         try:
             perturbed = call(closure)
         except BaseException:
             self._abort()
             raise
-        self.second_step(loss=perturbed)
+        self.second_step(loss=perturbed, scaler=scaler)
         return loss
 
     @torch.no_grad()
@@ -150,5 +190,7 @@ class ASAM(SAM):
         model: nn.Module | None = None,
         eta: float = 0.01,
         diagnostics: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(base_optimizer, rho, model=model, adaptive=True, eta=eta, diagnostics=diagnostics)
+        super().__init__(base_optimizer, rho, model=model, adaptive=True, eta=eta, diagnostics=diagnostics,
+                         max_grad_norm=max_grad_norm)
