@@ -5,22 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tinyconfig import tiny_config
+
 torch.set_num_threads(1)  # results independent of the machine's core count; fast on 2 cores
-
-
-def tiny_config(**sections) -> dict:
-    """A run that trains a small MLP on Synthetic in about a second."""
-    raw = {
-        "seed": 0,
-        "data": {"name": "Synthetic", "batch_size": 32, "train_subset": 640, "test_subset": 200},
-        "model": {"name": "mlp", "hidden": [32]},
-        "method": {"name": "sgd"},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
-        "train": {"epochs": 2, "threads": 1, "progress": False},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return raw
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from analoglearn.cli import main
 from analoglearn.config import build_config
 from analoglearn.runs import RunDir
 from analoglearn.train import fit
-from conftest import tiny_config
+from tinyconfig import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -159,22 +159,23 @@ def test_unreadable_and_unwritable_paths_as_an_unprivileged_user(shared_dir, tin
 
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes_exactly(tiny, tmp_path, strip_timings):
     config = write_config(tmp_path / "run.yaml", tiny, data={"batch_size": 16, "train_subset": 1600,
-                                                             "test_subset": 100}, train={"epochs": 2})
+                                                             "test_subset": 100},
+                          train={"epochs": 2, "checkpoint_every": 4})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "analoglearn.cli", "train", "--config", str(config),
                              "--run-dir", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 120
-    while not (tmp_path / ".run.lock").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.5)
+    while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)  # the first checkpoint (step 4): training is under way
+    time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
     state = load_checkpoint(run / "last.pt")
-    assert state["epoch"] == 0 and state["batch"] > 0  # checkpoint of the batch it stopped at
+    assert state["epoch"] == 0 and state["batch"] > 0  # the checkpoint of the batch it stopped at
     assert not (tmp_path / ".run.lock").exists()
 
     assert main(["train", "--resume", str(run)]) == 0

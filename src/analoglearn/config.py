@@ -197,6 +197,19 @@ class EvalConfig:
 
 
 @dataclass
+class AnalogConfig:
+    """Hardware-aware training: the analog tile model in every training MVM (:mod:`analoglearn.analog.training`)."""
+
+    tile: dict[str, Any] | None = None
+    """The tile's fields (``analoglearn list analog``), every default filled in; null: digital training."""
+    calibration_images: int = 1000
+    """Training images on which calibrated input ranges are measured at the start of every epoch."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "calibration_images")
+
+
+@dataclass
 class Config:
     """A whole run."""
 
@@ -208,6 +221,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    analog: AnalogConfig = field(default_factory=AnalogConfig)
+    """Hardware-aware training through the tile model (optional; feed-forward networks)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (options flattened beside ``name``)."""
@@ -269,6 +284,7 @@ def build_config(raw: dict[str, Any] | None) -> Config:
     cfg.optim = build_dataclass(OptimConfig, raw.get("optim", {}), where="optim")
     cfg.train = build_dataclass(TrainConfig, raw.get("train", {}), where="train")
     cfg.eval = build_eval(raw.get("eval", {}))
+    cfg.analog = build_analog_training(raw.get("analog", {}))
     return cfg
 
 
@@ -296,6 +312,20 @@ def build_eval(raw: Any) -> EvalConfig:
     evaluation.noise = specs
     evaluation.analog = analog
     return evaluation
+
+
+def build_analog_training(raw: Any) -> AnalogConfig:
+    """Validate the ``analog`` section (hardware-aware training); its tile is stored with every default."""
+    from .analog.tile import TileConfig
+
+    section = build_dataclass(AnalogConfig, raw if raw is not None else {}, where="analog")
+    if section.tile is not None:
+        tile = build_dataclass(TileConfig, section.tile, where="analog.tile")
+        if tile.in_range == "learned":
+            raise ConfigError("analog.tile.in_range: learned ranges are trained through the Python API "
+                              "(analog.init_ranges); the config takes static or calibrated ranges")
+        section.tile = to_plain(tile)
+    return section
 
 
 def build_analog(raw: Any, where: str) -> AnalogSpec:

@@ -45,10 +45,13 @@ class Seeds:
     data: int
     train_noise: int
 
+    analog: int = 0
+
     @classmethod
     def derive(cls, seed: int) -> Seeds:
-        """Three 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``)."""
-        words = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+        """Four 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``); the first
+        three are those of earlier versions (``generate_state`` is prefix-stable)."""
+        words = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
         return cls(*(int(w >> np.uint64(1)) for w in words))
 
 
@@ -173,7 +176,21 @@ def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Mod
         raise ConfigError(_with_keys(str(err), f"method.name={cfg.method.name} with model.name={cfg.model.name}")) \
             from None
     check_eval(cfg.eval, model)
+    build_hardware(cfg, model, seeds)
     return model, optimizer, method
+
+
+def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:
+    """The :class:`~analoglearn.analog.training.HardwareAware` state of an ``analog`` section, or None."""
+    if cfg.analog.tile is None:
+        return None
+    from .analog.tile import TileConfig
+    from .analog.training import HardwareAware
+
+    try:
+        return HardwareAware(TileConfig(**cfg.analog.tile), model, seeds.analog, cfg.analog.calibration_images)
+    except ConfigError as err:
+        raise ConfigError(_with_keys(str(err), f"analog.tile with model.name={cfg.model.name}")) from None
 
 
 def _with_keys(message: str, keys: str) -> str:
@@ -275,6 +292,7 @@ class Trainer:
                                             pad_to=cfg.data.pad_to)
         self.test_loader = eval_loader(self.test_set, cfg.data, self.device)
         self.model, self.optimizer, self.method = build_parts(cfg, self.seeds, self.device)
+        self.hardware = build_hardware(cfg, self.model, self.seeds)
         self.epoch, self.batch, self.step = 0, 0, 0
         self.stop_signal: int | None = None
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
@@ -294,6 +312,7 @@ class Trainer:
             "generators": {"torch": torch.get_rng_state(), "method": gen.get_state() if gen is not None else None},
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "partial": dict(self.partial), "history": list(self.history), "best_test_error": self.best_error,
+            **({"analog": self.hardware.state_dict()} if self.hardware is not None else {}),
         }
 
     def load_state(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
@@ -332,6 +351,8 @@ class Trainer:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.partial, self.history = dict(state["partial"]), list(state["history"])
         self.best_error = state["best_test_error"]
+        if self.hardware is not None:
+            self.hardware.load_state_dict(state["analog"])
 
     # ------------------------------------------------------------------ training
     def run(self) -> dict[str, Any]:
@@ -372,9 +393,11 @@ class Trainer:
     def preempted(self) -> Preempted:
         signum = self.stop_signal or signal.SIGTERM
         name = signal.Signals(signum).name
-        return Preempted(signum, f"stopped by {name} at epoch {self.epoch + 1}, batch {self.batch}; the last "
-                                 f"checkpoint ({self.run_dir.path / LAST}) holds the run: continue it with "
-                                 f"'analoglearn train --resume {self.run_dir.path}'")
+        last = self.run_dir.path / LAST
+        kept = (f"the last checkpoint ({last}) holds the run" if last.is_file()
+                else "no checkpoint had been written yet, so it starts from the beginning")
+        return Preempted(signum, f"stopped by {name} at epoch {self.epoch + 1}, batch {self.batch}; {kept}: "
+                                 f"continue it with 'analoglearn train --resume {self.run_dir.path}'")
 
     def train_epoch(self) -> None:
         """One epoch (from ``self.batch`` on, when resuming mid-epoch), evaluation and checkpoint."""
@@ -385,8 +408,10 @@ class Trainer:
         bar = self.progress_bar(steps)
         start = time.perf_counter()
         flag = getattr(self, "_in_epoch", {"value": False})
-        flag["value"] = True
+        flag["value"] = True  # a stop signal from here on waits for the end of the next batch
         try:
+            if self.hardware is not None:
+                self.hardware.start_epoch(eval_loader(self.train_set, cfg.data, self.device), fresh=self.batch == 0)
             self._train_batches(bar, steps, every, start)
         finally:
             flag["value"] = False
@@ -397,7 +422,8 @@ class Trainer:
     def _train_batches(self, bar: Any, steps: int, every: int, start: float) -> None:
         for x, y in self.train_loader.epoch(self.epoch, start_batch=self.batch):
             progress = Progress(self.step, self.epoch, steps, steps * self.cfg.train.epochs)
-            record = self.method.train_step(x, y, progress)
+            with self.hardware.reads() if self.hardware is not None else contextlib.nullcontext():
+                record = self.method.train_step(x, y, progress)
             self.check_finite(record.get("loss", 0.0))
             self.partial["loss_sum"] += record["loss"] * len(y)
             self.partial["correct"] += record.get("correct", 0.0)

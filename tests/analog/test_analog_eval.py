@@ -19,7 +19,7 @@ CONVERTERS = {"in_range": "calibrated", "dac_bits": 8, "adc_bits": 8, "out_bound
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
     """A LeNet trained one epoch on Synthetic, evaluated at the end through two tile sweeps."""
-    from conftest import tiny_config
+    from tinyconfig import tiny_config
 
     raw = tiny_config(train={"epochs": 1}, eval={"trials": 3, "analog": [
         {"tile": CONVERTERS, "sweep": "out_noise", "values": [0.0, 0.1]},
@@ -91,3 +91,47 @@ def test_hopfield_networks_are_refused_before_training(tmp_path, capsys):
 def test_analog_with_noise_options_is_refused(lenet_run, capsys):
     assert main(["evaluate", str(lenet_run), "--analog", "{}", "--noise", "pcm"]) == 2
     assert "give no --noise" in capsys.readouterr().err
+
+
+HAT_TILE = {"in_range": "calibrated", "dac_bits": 6, "adc_bits": 6, "out_bound": 10, "out_noise": 0.05,
+            "tile_rows": 64}
+
+
+def hat_config(tiny, method: dict | None = None) -> dict:
+    raw = tiny(data={"batch_size": 32, "train_subset": 320, "test_subset": 100},
+               train={"epochs": 2, "checkpoint_every": 3}, analog={"tile": HAT_TILE, "calibration_images": 64})
+    raw["model"] = {"name": "lenet"}
+    raw["method"] = method or {"name": "sgd"}
+    return raw
+
+
+@pytest.mark.parametrize("method", [{"name": "sgd"}, {"name": "rwp", "sigma": 0.05}])
+def test_hardware_aware_training_resumes_exactly(tiny, interrupted_and_resumed, method):
+    from analoglearn.robust.methods import Backprop, Perturbed
+
+    cls = Perturbed if method["name"] == "rwp" else Backprop
+    full, resumed = interrupted_and_resumed(build_config(hat_config(tiny, method)), cls, stop_after=8)
+    assert full == resumed and len(full) == 2
+
+
+def test_hardware_aware_training_reads_through_the_tile(tiny, tmp_path):
+    import torch
+
+    digital = hat_config(tiny)
+    digital["analog"] = {}
+    fit(build_config(hat_config(tiny)), tmp_path / "hat", log=lambda s: None)
+    fit(build_config(digital), tmp_path / "digital", log=lambda s: None)
+    hat, plain = (RunDir(tmp_path / name).load_checkpoint() for name in ("hat", "digital"))
+    assert "analog" not in plain
+    assert any(not torch.equal(hat["model"][k], plain["model"][k]) for k in plain["model"])  # other gradients
+    ranges = hat["analog"]["ranges"]
+    assert len(ranges) == 5 and all(float(r) > 0 for r in ranges.values())  # one per conv/linear layer of LeNet
+
+
+def test_hardware_aware_training_refuses_hopfield_networks_and_learned_ranges(capsys, tmp_path):
+    for overrides, expected in ((["model.name=tiny", "method.name=CEP", "analog.tile={in_range: static}"],
+                                 "feed-forward networks for now"),
+                                (["analog.tile={in_range: learned}"], "analog.tile.in_range: learned")):
+        assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=Synthetic", *overrides]) == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,71 @@
+"""Hardware-aware training: the tile model inside every training forward pass (the ``analog`` config section).
+
+With ``analog: {tile: {...}}`` each training step of a feed-forward network runs inside
+:func:`analoglearn.analog.analog`: every conv/linear MVM of the forward pass goes through the DACs,
+tiles, output noise and ADCs of the tile, and the backward pass through the quantisers' straight-
+through gradients (identity inside the ranges, zero outside). It composes with the perturbations:
+SAM and RWP move the weights, then the closure reads them through the tile. The test error logged
+after each epoch is the digital network's; ``eval.analog`` measures the trained network on the chip.
+
+- Output noise is drawn from its own generator, seeded from the run seed (independent of the data
+  order and of RWP's draws) and checkpointed, so a resumed run reproduces the uninterrupted one.
+- Ranges: ``static`` (``tile.r_in``), or ``calibrated``: measured at the start of every epoch on the
+  first ``calibration_images`` training images (in order, no augmentation) with the current
+  weights, and kept in the checkpoint (a run resumed mid-epoch uses the epoch's ranges). Learned
+  ranges are part of the Python API (:func:`~analoglearn.analog.layers.init_ranges`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .corruption import AnalogCorruption, calibration_batches
+from .layers import analog, calibrate
+from .tile import TileConfig
+
+
+class HardwareAware:
+    """The tile of hardware-aware training, its output-noise generator and its calibrated ranges.
+
+    Args:
+        tile: the non-idealities of every training MVM (``in_range`` static or calibrated).
+        model: the feed-forward network being trained.
+        seed: seed of the output-noise generator.
+        calibration_images: N, images of each epoch's calibration (``in_range: calibrated``).
+    """
+
+    def __init__(self, tile: TileConfig, model: nn.Module, seed: int, calibration_images: int = 1000) -> None:
+        if tile.in_range == "learned":
+            raise ConfigError("analog.tile.in_range: learned ranges are trained through the Python API "
+                              "(analog.init_ranges); the config takes static or calibrated ranges")
+        AnalogCorruption(tile).check(model)
+        self.tile, self.model, self.images = tile, model, calibration_images
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ranges: dict[str, torch.Tensor] | None = None
+
+    def start_epoch(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], fresh: bool) -> None:
+        """Calibrate the ranges on ``loader``'s first images at the start of an epoch (``fresh``), or
+        when a resumed run has none yet."""
+        if self.tile.in_range == "calibrated" and (fresh or self.ranges is None):
+            self.ranges = calibrate(self.model, self.tile, calibration_batches(loader, self.images))
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[None]:
+        """Every conv/linear MVM of the block through the tile."""
+        with analog(self.model, self.tile, generator=self.generator, ranges=self.ranges):
+            yield
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state and the ranges (plain tensors)."""
+        return {"generator": self.generator.get_state(), "ranges": dict(self.ranges) if self.ranges else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+        self.ranges = dict(state["ranges"]) if state["ranges"] else None
