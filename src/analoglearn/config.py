@@ -81,7 +81,7 @@ class MethodConfig:
     """The method's options dataclass (written flat beside ``name`` in YAML)."""
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "analog_sgd")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -103,9 +103,22 @@ class OptimConfig:
     """constant, cosine (to ``lr_min`` at the last epoch, as CosineAnnealingLR) or linear."""
     lr_min: float = 0.0
     """Final learning rate of the cosine and linear schedules."""
+    device: dict[str, Any] | None = None
+    """analog_sgd only: the device update model through which every update is programmed as pulses,
+    ``{name: soft_bounds | constant_step | ideal, states: N, w_min, w_max, asymmetry, c2c, dw_min_d2d,
+    asymmetry_d2d, bounds_d2d, rounding, max_pulses}`` (``analoglearn list analog``); weights in weight
+    units, states = (w_max − w_min)/Δw_min. Stored with every default filled in."""
 
     def __post_init__(self) -> None:
         _choice(self, "name", OPTIMIZERS)
+        if self.device is not None and self.name != "analog_sgd":
+            raise ConfigError(f"optim.device is the device model of analog_sgd; optim.name is {self.name!r}")
+        if self.name == "analog_sgd":
+            from .analog.devices import device_from_config
+
+            device = device_from_config(self.device or {"name": "ideal"})
+            fields = {k: v for k, v in to_plain(device).items() if not (isinstance(v, float) and math.isinf(v))}
+            self.device = {"name": device.name, **fields}  # an ideal device's unbounded range stays implicit
         _choice(self, "schedule", LR_SCHEDULES)
         rates = self.lr if isinstance(self.lr, list) else [self.lr]
         if not rates or any(not r > 0 for r in rates):

@@ -46,12 +46,14 @@ class Seeds:
     train_noise: int
 
     analog: int = 0
+    device: int = 0
 
     @classmethod
     def derive(cls, seed: int) -> Seeds:
-        """Four 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``); the first
-        three are those of earlier versions (``generate_state`` is prefix-stable)."""
-        words = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+        """Five 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``): init, data,
+        training noise, the tile's output noise in hardware-aware training, the device draws of
+        analog_sgd. The first three are those of earlier versions (``generate_state`` is prefix-stable)."""
+        words = np.random.SeedSequence(seed).generate_state(5, dtype=np.uint64)
         return cls(*(int(w >> np.uint64(1)) for w in words))
 
 
@@ -168,7 +170,7 @@ def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Mod
         model = build_model(cfg, seeds).to(device)
     except ConfigError as err:
         raise ConfigError(_with_keys(str(err), f"model.name={cfg.model.name} on {cfg.data.name} ({shape})")) from None
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, seeds.device)
     try:
         method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
                                 generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
@@ -222,8 +224,11 @@ def build_model(cfg: Config, seeds: Seeds) -> nn.Module:
                          num_classes=spec.num_classes, generator=generator(seeds.init))
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The torch optimiser; a list of learning rates maps onto ``model.param_groups()``."""
+def build_optimizer(model: nn.Module, cfg: OptimConfig, seed: int = 0) -> torch.optim.Optimizer:
+    """The torch optimiser; a list of learning rates maps onto ``model.param_groups()``.
+
+    ``analog_sgd`` (:class:`~analoglearn.analog.optim.AnalogSGD`) programs every update as device
+    pulses; its device draws come from a generator seeded with ``seed``, saved in its state_dict."""
     if isinstance(cfg.lr, list):
         groups = model.param_groups() if hasattr(model, "param_groups") else None
         if groups is None or len(groups) != len(cfg.lr):
@@ -234,6 +239,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         params = [{"params": list(model.parameters()), "lr": cfg.lr}]
     for group in params:
         group["initial_lr"] = group["lr"]
+    if cfg.name == "analog_sgd":
+        from .analog.devices import device_from_config
+        from .analog.optim import AnalogSGD
+
+        return AnalogSGD(params, lr=params[0]["lr"], device=device_from_config(cfg.device or {"name": "ideal"}),
+                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                         nesterov=cfg.nesterov and cfg.momentum > 0, generator=generator(seed))
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=params[0]["lr"], momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)

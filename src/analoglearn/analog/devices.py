@@ -231,3 +231,30 @@ class SoftBounds(PulsedDevice):
 
 
 __all__ = ["ROUNDINGS", "ConstantStep", "Device", "IdealDevice", "PulsedDevice", "SoftBounds"]
+
+
+DEVICES: dict[str, type[Device]] = {cls.name: cls for cls in (IdealDevice, ConstantStep, SoftBounds)}
+"""The device update models by config name."""
+
+
+def device_from_config(raw: dict[str, object], where: str = "optim.device") -> Device:
+    """A device model from ``{name: ideal | constant_step | soft_bounds, **fields}``; ``states: N`` sets
+    Δw_min = (w_max − w_min)/N. Fields are checked as every config section is (key path in the error)."""
+    from ..config import build_dataclass
+
+    values = dict(raw)
+    name = values.pop("name", "soft_bounds")
+    if name not in DEVICES:
+        raise ConfigError(f"{where}.name must be one of {', '.join(DEVICES)}; got {name!r}.")
+    states = values.pop("states", None)
+    if states is not None:
+        if name == "ideal":
+            raise ConfigError(f"{where}.states: an ideal device has infinitely many states; give no 'states'.")
+        if "dw_min" in values:
+            raise ConfigError(f"{where}: give 'states' or 'dw_min', not both (states = (w_max − w_min)/dw_min).")
+        if isinstance(states, bool) or not isinstance(states, (int, float)) or not math.isfinite(states) \
+                or states <= 0:
+            raise ConfigError(f"{where}.states must be a finite number > 0; got {states!r}.")
+        span = float(values.get("w_max", 1.0)) - float(values.get("w_min", -1.0))  # type: ignore[arg-type]
+        values["dw_min"] = span / float(states) if span > 0 else 1.0
+    return build_dataclass(DEVICES[str(name)], values, where=where)
