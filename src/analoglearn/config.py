@@ -108,11 +108,15 @@ class OptimConfig:
     ``{name: soft_bounds | constant_step | ideal, states: N, w_min, w_max, asymmetry, c2c, dw_min_d2d,
     asymmetry_d2d, bounds_d2d, rounding, max_pulses}`` (``analoglearn list analog``); weights in weight
     units, states = (w_max − w_min)/Δw_min. Stored with every default filled in."""
+    weight_scale: str = "absolute"
+    """analog_sgd only: ``absolute`` (device bounds and steps in weight units) or ``per_tensor`` (each
+    parameter mapped onto the device range by its initial max|w|, so bounds and steps are in those units)."""
 
     def __post_init__(self) -> None:
         _choice(self, "name", OPTIMIZERS)
-        if self.device is not None and self.name != "analog_sgd":
-            raise ConfigError(f"optim.device is the device model of analog_sgd; optim.name is {self.name!r}")
+        _choice(self, "weight_scale", ("absolute", "per_tensor"))
+        if (self.device is not None or self.weight_scale != "absolute") and self.name != "analog_sgd":
+            raise ConfigError(f"optim.device and optim.weight_scale belong to analog_sgd; optim.name is {self.name!r}")
         if self.name == "analog_sgd":
             from .analog.devices import device_from_config
 

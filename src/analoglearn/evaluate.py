@@ -250,15 +250,6 @@ def noisy_accuracy(
                          deterministic=noise_model.deterministic)
 
 
-def _plain(value: Any) -> Any:
-    """Tuples → lists, recursively, so results serialise to JSON."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 @dataclass
 class RobustnessCurve:
     """Noisy accuracy over a grid of strengths and the area under the mean-accuracy curve.

@@ -245,7 +245,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, seed: int = 0) -> torch.
 
         return AnalogSGD(params, lr=params[0]["lr"], device=device_from_config(cfg.device or {"name": "ideal"}),
                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                         nesterov=cfg.nesterov and cfg.momentum > 0, generator=generator(seed))
+                         nesterov=cfg.nesterov and cfg.momentum > 0, generator=generator(seed),
+                         weight_scale=cfg.weight_scale)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=params[0]["lr"], momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)

@@ -66,5 +66,29 @@ def test_bad_devices_name_the_key_and_the_domain(tiny, device, expected):
 
 
 def test_a_device_needs_analog_sgd(tiny):
-    with pytest.raises(ConfigError, match="optim.device is the device model of analog_sgd"):
+    with pytest.raises(ConfigError, match="optim.device and optim.weight_scale belong to analog_sgd"):
         build_config(cep_config(tiny, name="sgd", device={"name": "ideal"}))
+
+
+def test_per_tensor_scale_gives_every_layer_the_same_resolution(tiny, tmp_path):
+    """With weight_scale per_tensor, a layer moves in steps of Δw_min·max|w₀| of its own weights."""
+    device = {"name": "constant_step", "states": 10, "w_min": -1.0, "w_max": 1.0}
+    raw = cep_config(tiny, name="analog_sgd", device=device, momentum=0.0, weight_decay=0.0,
+                     weight_scale="per_tensor")
+    fit(build_config(raw), tmp_path / "chip", log=lambda s: None)
+    from analoglearn.config import load_config
+    from analoglearn.train import Seeds, build_model
+
+    cfg = load_config(tmp_path / "chip" / "config.yaml")
+    start = build_model(cfg, Seeds.derive(cfg.seed)).state_dict()
+    end = RunDir(tmp_path / "chip").load_checkpoint()["model"]
+    moved = 0
+    for key, w in end.items():
+        if "weight" not in key:
+            continue
+        scale = start[key].abs().max()
+        steps = (w - start[key]) / (0.2 * scale)
+        inside = (w.abs() < scale - 1e-6) & (start[key].abs() < scale - 1e-6)
+        assert torch.allclose(steps[inside], steps[inside].round(), atol=1e-3), key
+        moved += int((steps[inside].round() != 0).sum())
+    assert moved > 0

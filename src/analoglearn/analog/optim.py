@@ -4,7 +4,16 @@
     Δw* = −lr·d_t, programmed through the device model (:mod:`analoglearn.analog.devices`).
 
 With :class:`~analoglearn.analog.devices.IdealDevice` this is ``torch.optim.SGD`` bit for bit (the
-same operations in the same order). The momentum buffer is digital (kept by the periphery). The
+same operations in the same order).
+
+**Weight scale.** ``weight_scale="absolute"``: the device's bounds and steps are in weight units.
+``"per_tensor"``: each parameter is mapped onto its devices with its own scale s = max|w₀| (its
+initial largest magnitude; for an all-zero tensor, the largest s of its parameter group), as a chip
+maps each layer onto the full conductance range: the device holds u = w/s, its bounds and Δw_min are
+in units of s, and the update is u ← device(u, Δw*/s), w = s·u. So ``states`` means the same
+resolution for a conv layer of weights ~0.2 and a dense layer of weights ~0.006.
+
+The momentum buffer is digital (kept by the periphery). The
 device-to-device draws are made once, at construction, from ``generator``; they and the momentum
 buffers are per-parameter optimiser state, and ``state_dict()`` adds the generator's state, so a
 checkpoint is plain tensors (``torch.load(weights_only=True)``) and a resumed run replays the
@@ -21,6 +30,9 @@ import torch
 from ..errors import ConfigError
 from .devices import Device, IdealDevice
 
+WEIGHT_SCALES = ("absolute", "per_tensor")
+"""How weights map onto the devices (module doc)."""
+
 
 class AnalogSGD(torch.optim.Optimizer):
     """SGD whose updates are conductance pulses through ``device`` (module doc: formulas).
@@ -33,6 +45,7 @@ class AnalogSGD(torch.optim.Optimizer):
         momentum, dampening, weight_decay, nesterov: as in ``torch.optim.SGD``.
         generator: source of the device draws (device-to-device, cycle-to-cycle, stochastic
             rounding); required when the device model is stochastic.
+        weight_scale: ``absolute`` (device units are weight units) or ``per_tensor`` (module doc).
 
     >>> opt = AnalogSGD(net.parameters(), lr=0.05, device=SoftBounds(dw_min=0.01, c2c=0.3),
     ...                 generator=torch.Generator().manual_seed(0))
@@ -48,7 +61,10 @@ class AnalogSGD(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         generator: torch.Generator | None = None,
+        weight_scale: str = "absolute",
     ) -> None:
+        if weight_scale not in WEIGHT_SCALES:
+            raise ConfigError(f"optim.weight_scale must be one of {', '.join(WEIGHT_SCALES)}; got {weight_scale!r}.")
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not (isinstance(value, (int, float)) and value >= 0 and value != float("inf")):
                 raise ConfigError(f"optim.{name} must be a finite number ≥ 0; got {value!r}.")
@@ -62,9 +78,17 @@ class AnalogSGD(torch.optim.Optimizer):
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                     "nesterov": nesterov}
         super().__init__(params, defaults)
+        self.weight_scale = weight_scale
         for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p].update(self.device_model.draw(p.detach(), generator))
+            scales = [p.detach().abs().amax() if p.numel() else torch.zeros(()) for p in group["params"]]
+            fallback = max((float(x) for x in scales), default=0.0) or 1.0
+            for p, scale in zip(group["params"], scales):
+                if weight_scale == "per_tensor":
+                    s = float(scale) if float(scale) > 0 else fallback
+                    self.state[p]["scale"] = torch.tensor(s, dtype=p.dtype, device=p.device)
+                    self.state[p].update(self.device_model.draw(p.detach() / s, generator))
+                else:
+                    self.state[p].update(self.device_model.draw(p.detach(), generator))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -77,7 +101,14 @@ class AnalogSGD(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                self.device_model.update_(p, self._direction(p, group), group["lr"], self.state[p], self.generator)
+                direction = self._direction(p, group)
+                scale = self.state[p].get("scale")
+                if scale is None:
+                    self.device_model.update_(p, direction, group["lr"], self.state[p], self.generator)
+                else:  # the device holds u = w/s (module doc)
+                    p.div_(scale)
+                    self.device_model.update_(p, direction / scale, group["lr"], self.state[p], self.generator)
+                    p.mul_(scale)
         return loss
 
     def _direction(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
