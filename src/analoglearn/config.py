@@ -221,9 +221,13 @@ class AnalogConfig:
     """The tile's fields (``analoglearn list analog``), every default filled in; null: digital training."""
     calibration_images: int = 1000
     """Training images on which calibrated input ranges are measured at the start of every epoch."""
+    weight_clip: float | None = None
+    """κ: after every optimiser step, clip each conv/linear weight to ±κ·std(W) (keeps hardware-aware
+    training from diverging, see :mod:`analoglearn.analog.training`); null: no clipping."""
 
     def __post_init__(self) -> None:
         _positive(self, "calibration_images")
+        _positive_or_none(self, "weight_clip")
 
 
 @dataclass

@@ -190,7 +190,8 @@ def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:
     from .analog.training import HardwareAware
 
     try:
-        return HardwareAware(TileConfig(**cfg.analog.tile), model, seeds.analog, cfg.analog.calibration_images)
+        return HardwareAware(TileConfig(**cfg.analog.tile), model, seeds.analog, cfg.analog.calibration_images,
+                             cfg.analog.weight_clip)
     except ConfigError as err:
         raise ConfigError(_with_keys(str(err), f"analog.tile with model.name={cfg.model.name}")) from None
 
@@ -437,6 +438,8 @@ class Trainer:
             progress = Progress(self.step, self.epoch, steps, steps * self.cfg.train.epochs)
             with self.hardware.reads() if self.hardware is not None else contextlib.nullcontext():
                 record = self.method.train_step(x, y, progress)
+            if self.hardware is not None:
+                self.hardware.clip_weights()
             self.check_finite(record.get("loss", 0.0))
             self.partial["loss_sum"] += record["loss"] * len(y)
             self.partial["correct"] += record.get("correct", 0.0)

@@ -135,3 +135,18 @@ def test_hardware_aware_training_refuses_hopfield_networks_and_learned_ranges(ca
         assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=Synthetic", *overrides]) == 2
         assert expected in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_weight_clip_bounds_every_layer_after_each_step(tiny, tmp_path):
+    import torch
+
+    raw = hat_config(tiny)
+    raw["analog"]["weight_clip"] = 1.5
+    fit(build_config(raw), tmp_path / "clipped", log=lambda s: None)
+    model = RunDir(tmp_path / "clipped").load_checkpoint()["model"]
+    weights = [key for key in model if key.endswith(".weight")]
+    assert len(weights) == 5
+    for key in weights:  # clipped to ±1.5·std before the clip; the clip itself lowers the std a little
+        w = model[key]
+        assert float(w.abs().max()) <= 1.5 * float(w.std()) * 1.1, key
+    assert torch.isfinite(torch.cat([v.flatten() for v in model.values()])).all()

@@ -9,6 +9,11 @@ after each epoch is the digital network's; ``eval.analog`` measures the trained 
 
 - Output noise is drawn from its own generator, seeded from the run seed (independent of the data
   order and of RWP's draws) and checkpointed, so a resumed run reproduces the uninterrupted one.
+- Weight clipping (``weight_clip`` κ, aihwkit's layer-Gaussian clip): after every optimiser step each
+  conv/linear weight is clipped in place to ±κ·std(W). Without it a hardware-aware run can diverge:
+  the output noise and the ADC range scale with max|W| (y_ref), so larger weights buy no margin over
+  the noise, yet the cross-entropy gradient keeps asking for larger logits, and the weights grow
+  without bound (measured: LeNet-5, 6-bit tiles, σ_out = 0.05, weights ~10⁶ by epoch 7 of 10).
 - Ranges: ``static`` (``tile.r_in``), or ``calibrated``: measured at the start of every epoch on the
   first ``calibration_images`` training images (in order, no augmentation) with the current
   weights, and kept in the checkpoint (a run resumed mid-epoch uses the epoch's ranges). Learned
@@ -26,7 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .corruption import AnalogCorruption, calibration_batches
-from .layers import analog, calibrate
+from .layers import analog, analog_layers, calibrate
 from .tile import TileConfig
 
 
@@ -38,14 +43,17 @@ class HardwareAware:
         model: the feed-forward network being trained.
         seed: seed of the output-noise generator.
         calibration_images: N, images of each epoch's calibration (``in_range: calibrated``).
+        weight_clip: κ of the weight clipping after every step, or None.
     """
 
-    def __init__(self, tile: TileConfig, model: nn.Module, seed: int, calibration_images: int = 1000) -> None:
+    def __init__(self, tile: TileConfig, model: nn.Module, seed: int, calibration_images: int = 1000,
+                 weight_clip: float | None = None) -> None:
         if tile.in_range == "learned":
             raise ConfigError("analog.tile.in_range: learned ranges are trained through the Python API "
                               "(analog.init_ranges); the config takes static or calibrated ranges")
         AnalogCorruption(tile).check(model)
-        self.tile, self.model, self.images = tile, model, calibration_images
+        self.tile, self.model, self.images, self.weight_clip = tile, model, calibration_images, weight_clip
+        self.layers = [layer for _, layer in analog_layers(model)]
         self.generator = torch.Generator().manual_seed(seed)
         self.ranges: dict[str, torch.Tensor] | None = None
 
@@ -60,6 +68,15 @@ class HardwareAware:
         """Every conv/linear MVM of the block through the tile."""
         with analog(self.model, self.tile, generator=self.generator, ranges=self.ranges):
             yield
+
+    @torch.no_grad()
+    def clip_weights(self) -> None:
+        """After an optimiser step: W ← clip(W, ±κ·std(W)) for every conv/linear weight (no-op without κ)."""
+        if self.weight_clip is None:
+            return
+        for layer in self.layers:
+            limit = self.weight_clip * float(layer.weight.std())
+            layer.weight.clamp_(-limit, limit)
 
     def state_dict(self) -> dict[str, Any]:
         """The generator's state and the ranges (plain tensors)."""
