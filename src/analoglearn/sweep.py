@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import apply_overrides, build_config, read_yaml, set_path
-from .errors import AnalogLearnError, ConfigError, RunBusy
+from .errors import AnalogLearnError, ConfigError, RunBusy, StorageError
 from .runs import CONFIG, RunDir, check_output_dir, write_json
 
 EXECUTORS = ("inprocess", "ray")
@@ -167,6 +167,8 @@ def _run_locked(run: RunDir, config: dict[str, Any], threads: int | None, verbos
             summary = fit_locked(None, run_dir, resume=True, log=log)
         else:
             summary = fit_locked(build_config(config), run_dir, log=log)
+    except StorageError:
+        raise  # a full disk or a read-only folder fails every later run too: stop the sweep, say so once
     except Exception as err:
         message = str(err) if isinstance(err, AnalogLearnError) else traceback.format_exc()
         try:  # the record a later sweep reads (and retries, or skips with --skip-failed)
