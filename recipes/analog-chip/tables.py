@@ -1,0 +1,91 @@
+"""The analog-chip recipe's README tables, from the run directories the grids wrote.
+
+    .venv/bin/python recipes/analog-chip/tables.py lenet runs/analog-lenet
+    .venv/bin/python recipes/analog-chip/tables.py onchip runs/analog-onchip
+
+``lenet``: accuracy (%) through 4-, 6- and 8-bit tiles at each output noise, without and with a
+weight-noise draw under the tiles, per training method (mean ± std over seeds of the trial means).
+``onchip``: test accuracy (%) of each algorithm for each device model (finished runs only).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+
+def finished(folder: Path) -> list[tuple[dict, dict]]:
+    """``(config, summary)`` of every finished run under ``folder``."""
+    out = []
+    for summary_path in sorted(folder.glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        if summary.get("status") == "finished":
+            out.append((yaml.safe_load((summary_path.parent / "config.yaml").read_text()), summary))
+    return out
+
+
+def pm(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def training(config: dict) -> str:
+    """How a LeNet run was trained: sgd, rwp(σ), or HAT with its tile's bits."""
+    tile = (config.get("analog") or {}).get("tile")
+    if tile:
+        return f"HAT {tile.get('adc_bits')}-bit, σ_out {tile.get('out_noise')}"
+    method = config["method"]
+    return f"rwp σ={method['sigma']}" if method["name"] == "rwp" else method["name"]
+
+
+def lenet(folder: Path) -> None:
+    cells: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    clean: dict[str, list[float]] = defaultdict(list)
+    for config, summary in finished(folder):
+        name = training(config)
+        clean[name].append(summary["test_accuracy"])
+        for point in summary.get("analog", []):
+            cells[(name, point["noise"], point["strength"])].append(point["mean"])
+    labels = sorted({label for _, label, _ in cells}, key=lambda s: ("+" in s, s))
+    names = sorted(clean)
+    for label in labels:
+        strengths = sorted({s for _, lab, s in cells if lab == label})
+        bits = label.split("dac_bits=")[1].split(";")[0]
+        noise = " + weight noise σ=0.1" if "+" in label else ""
+        print(f"\n{bits}-bit DAC/ADC{noise}\n")
+        print("| training | digital | " + " | ".join(f"σ_out {s:g}" for s in strengths) + " |")
+        print("|---|---:|" + "---:|" * len(strengths))
+        for name in names:
+            row = [pm(cells[(name, label, s)]) if cells[(name, label, s)] else "–" for s in strengths]
+            print(f"| {name} | {pm(clean[name])} | " + " | ".join(row) + " |")
+
+
+def device_name(device: dict) -> str:
+    if device["name"] == "ideal":
+        return "ideal (exact SGD)"
+    states = round((device["w_max"] - device["w_min"]) / device["dw_min"])
+    kind = "constant step" if device["name"] == "constant_step" else "soft bounds, asym + c2c + d2d"
+    return f"{kind}, {states} states"
+
+
+def onchip(folder: Path) -> None:
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for config, summary in finished(folder):
+        cells[(device_name(config["optim"]["device"]), config["method"]["name"])].append(summary["test_accuracy"])
+    devices = sorted({d for d, _ in cells}, key=lambda d: (not d.startswith("ideal"), d.split(",")[0],
+                                                           int(d.split(", ")[-1].split()[0]) if "states" in d else 0))
+    methods = [m for m in ("CEP", "NEP", "PEP", "TBP") if any(k[1] == m for k in cells)]
+    print("| device | " + " | ".join(methods) + " |")
+    print("|---|" + "---:|" * len(methods))
+    for device in devices:
+        print(f"| {device} | " + " | ".join(pm(cells[(device, m)]) if cells[(device, m)] else "–"
+                                           for m in methods) + " |")
+
+
+if __name__ == "__main__":
+    {"lenet": lenet, "onchip": onchip}[sys.argv[1]](Path(sys.argv[2]))
