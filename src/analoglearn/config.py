@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -59,6 +60,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "eval_batch_size")
         _positive_or_none(self, "pad_to", "train_subset", "test_subset")
+        if self.root is not None and not self.root.strip():
+            raise ConfigError("data.root must be a folder path, or null for $ANALOGLEARN_DATA / ~/.cache/analoglearn; "
+                              "got an empty string")
 
 
 @dataclass
@@ -82,6 +86,8 @@ class MethodConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "analog_sgd")
+MAX_THREADS = 1024
+"""Most CPU threads a run may ask torch for."""
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -151,6 +157,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive(self, "epochs", "eval_every")
         _positive_or_none(self, "threads")
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ConfigError(f"train.threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} "
+                              f"cores), got {self.threads}")
         every = self.checkpoint_every
         if every != "epoch" and not (isinstance(every, int) and not isinstance(every, bool) and every > 0):
             raise ConfigError(f"train.checkpoint_every must be 'epoch' or a positive step count, got {every!r}")
