@@ -144,6 +144,8 @@ def test_a_sweep_validates_every_grid_point_before_running_any(capsys, ws):
     (["train.device=xpu"], "train.device is 'xpu' but this machine has no xpu device"),
     (["train.device=cuda:7"] if not torch.cuda.is_available() else ["train.device=cuda:99"], "train.device"),
     (["train.device=gpu0"], "train.device 'gpu0' is not a device"),
+    (["train.threads=100000"], "train.threads must be at most 1024"),
+    (["data.root=''"], "data.root must be a folder path"),
 ])
 def test_out_of_range_values_name_the_valid_range(capsys, ws, overrides, expected):
     refuse(capsys, ws, [*TRAIN, "--out", "runs", *overrides], expected)
