@@ -108,3 +108,23 @@ def test_seeds_are_distinct_and_stable():
     a, b = Seeds.derive(0), Seeds.derive(0)
     assert a == b and len({a.init, a.data, a.train_noise}) == 3
     assert Seeds.derive(1) != a
+
+
+def test_evaluating_the_best_checkpoint_leaves_the_summary_of_the_whole_run(tiny, tmp_path, monkeypatch):
+    """eval.checkpoint best evaluates best.pt in its own model: the summary still counts every epoch."""
+    original = RunDir.save_checkpoint
+
+    def best_is_epoch_one(self, state, name="last.pt"):  # best.pt stays the first epoch's
+        if name == "best.pt" and state["epoch"] > 1:
+            return self.path / name
+        return original(self, state, name)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", best_is_epoch_one)
+    raw = tiny(train={"epochs": 3}, eval={"noise": [{"name": "additive_gaussian", "strengths": [0.1]}],
+                                          "checkpoint": "best", "trials": 1})
+    summary = fit(build_config(raw), tmp_path / "run", log=lambda s: None)
+    history = RunDir(tmp_path / "run").metrics()
+    assert summary["epochs"] == 3 and summary["steps"] == history[-1]["step"]
+    assert summary["test_error"] == history[-1]["test_error"]
+    assert RunDir(tmp_path / "run").summary() == summary
+    assert RunDir(tmp_path / "run").load_checkpoint("best.pt")["epoch"] == 1

@@ -140,12 +140,13 @@ def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[
     kinds = [kind for kind, specs in (("noise", cfg.noise), ("analog", cfg.analog)) if specs]
     if not kinds:
         return {}
-    if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():
-        trainer.load_state(trainer.run_dir.load_checkpoint(BEST, map_location=trainer.device),
-                           source=f"checkpoint {str(trainer.run_dir.path / BEST)!r}")
+    evaluated = trainer
+    if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():  # its own model: the live
+        evaluated = load_trainer(trainer.run_dir.path, BEST, log=lambda line: None)  # trainer stays as it is
     results = {}
     for kind in kinds:
         path = trainer.run_dir.path / kind
-        results[kind] = evaluate_and_write(trainer, cfg, path.with_suffix(".json"), path.with_suffix(".csv"), kind)
+        results[kind] = evaluate_and_write(evaluated, cfg, path.with_suffix(".json"), path.with_suffix(".csv"),
+                                           kind)
         log(table(results[kind]))
     return results

@@ -527,7 +527,6 @@ class Trainer:
 
         final = self.history[-1] if self.history else {}
         self.write_artifacts()
-        results = assess_after_training(self, self.log)
         summary: dict[str, Any] = {
             "status": "finished",
             "epochs": len(self.history),
@@ -539,6 +538,7 @@ class Trainer:
             "dataset": self.cfg.data.name, "model": self.cfg.model.name, "method": self.cfg.method.name,
             "seed": self.cfg.seed,
         }
+        results = assess_after_training(self, self.log)
         for kind, result in results.items():  # noise: weight noise; analog: the tile model
             summary[kind] = [{k: p[k] for k in ("noise", "strength", "trials", "mean", "std", "min", "ci95",
                                                 "per_trial")} for p in result["points"]]
