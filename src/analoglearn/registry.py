@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
+from .schema import build_dataclass
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,8 +108,6 @@ class Registry(Generic[F]):
         Unknown keys raise :class:`ConfigError` listing the valid option names; ``where`` is the
         config path of the section (e.g. ``method``), named in every error.
         """
-        from .config import build_dataclass  # local: config imports registry
-
         entry = self.get(name)
         if entry.options is None:
             if values:

@@ -42,6 +42,7 @@ import torch
 
 from ..errors import ConfigError
 from ..noise.base import rand_like, randn_like
+from ..schema import build_dataclass
 
 ROUNDINGS = ("deterministic", "stochastic")
 """How a desired update becomes a whole number of pulses."""
@@ -240,8 +241,6 @@ DEVICES: dict[str, type[Device]] = {cls.name: cls for cls in (IdealDevice, Const
 def device_from_config(raw: dict[str, object], where: str = "optim.device") -> Device:
     """A device model from ``{name: ideal | constant_step | soft_bounds, **fields}``; ``states: N`` sets
     Δw_min = (w_max − w_min)/N. Fields are checked as every config section is (key path in the error)."""
-    from ..config import build_dataclass
-
     values = dict(raw)
     name = values.pop("name", "soft_bounds")
     if name not in DEVICES:
