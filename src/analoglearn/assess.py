@@ -4,8 +4,8 @@
 model at every strength, ``trials`` fixed draws each, see :mod:`analoglearn.evaluate`) and returns
 plain data: ``{"clean": {...}, "curves": [...], "points": [...]}``. The trial seeds depend only on
 the evaluation seed, the noise model, the strength and the trial index, so every run evaluated
-with the same ``eval.seed`` sees the same draws (paired comparisons). ``load_trainer(run_dir)``
-rebuilds a run's model and method from its directory and checkpoint.
+with the same ``eval.seed`` sees the same draws (paired comparisons). A run's model and method are
+rebuilt from its directory and checkpoint by :func:`analoglearn.train.load_trainer`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import AnalogSpec, EvalConfig, NoiseSpec, build_config
+from .config import AnalogSpec, EvalConfig, NoiseSpec
 from .evaluate import accuracy, evaluate_noise, robustness_curve
-from .runs import BEST, LAST, RunDir, write_json
-from .train import Trainer, eval_loader
+from .runs import write_json
 
-
-def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str], None] = print) -> Trainer:
-    """The run's model and method with the weights of ``checkpoint`` (``last.pt`` or ``best.pt``)."""
-    run = RunDir(run_dir).require()
-    trainer = Trainer(build_config(run.raw_config()), run, log)
-    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device),
-                       source=f"checkpoint {str(run.path / checkpoint)!r}")
-    return trainer
+Trainer = Any
+"""A :class:`analoglearn.train.Trainer` (not imported: train imports this module); what is used of it:
+``cfg``, ``model``, ``method.predict``, ``train_set``, ``test_set``, ``eval_loader(dataset)``, ``run_dir``."""
 
 
 def assess_noise(
@@ -43,8 +37,8 @@ def assess_noise(
     test = trainer.test_set
     if subset is not None and subset < len(test):
         test = test.subset(subset, seed=seed)
-    loader = eval_loader(test, trainer.cfg.data, trainer.device)
-    calibration = eval_loader(trainer.train_set, trainer.cfg.data, trainer.device) if bn == "recalibrate" else None
+    loader = trainer.eval_loader(test)
+    calibration = trainer.eval_loader(trainer.train_set) if bn == "recalibrate" else None
     clean = accuracy(trainer.method.predict, loader)
     curves = evaluate_noise(
         trainer.method.predict, trainer.model, loader,
@@ -71,7 +65,7 @@ def assess_analog(
     test = trainer.test_set
     if subset is not None and subset < len(test):
         test = test.subset(subset, seed=seed)
-    loader = eval_loader(test, trainer.cfg.data, trainer.device)
+    loader = trainer.eval_loader(test)
     clean = accuracy(trainer.method.predict, loader)
     batches = None
     curves = []
@@ -79,8 +73,7 @@ def assess_analog(
         corruption = from_spec(spec)
         corruption.check(trainer.model)
         if corruption.tile.in_range == "calibrated" and batches is None:
-            batches = calibration_batches(eval_loader(trainer.train_set, trainer.cfg.data, trainer.device),
-                                          calibration_images)
+            batches = calibration_batches(trainer.eval_loader(trainer.train_set), calibration_images)
         corruption = corruption.calibrated(trainer.model, batches)
         curves.append(robustness_curve(trainer.method.predict, trainer.model, loader,
                                        corruption, spec.values, trials=trials,
@@ -133,18 +126,15 @@ def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path
     return result
 
 
-def assess_after_training(trainer: Trainer, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """The ``eval`` section of a finished run: noise evaluation written to ``noise.json`` / ``noise.csv``,
-    tile-model evaluation to ``analog.json`` / ``analog.csv``; returns ``{kind: result}`` for those run."""
+def assess_after_training(
+    trainer: Trainer, evaluated: Trainer, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """The ``eval`` section of a finished run, on ``evaluated`` (the trainer itself, or another holding the
+    weights of ``eval.checkpoint``): noise evaluation written to ``noise.json`` / ``noise.csv`` and the
+    tile-model evaluation to ``analog.json`` / ``analog.csv`` in ``trainer``'s run; ``{kind: result}``."""
     cfg = trainer.cfg.eval
-    kinds = [kind for kind, specs in (("noise", cfg.noise), ("analog", cfg.analog)) if specs]
-    if not kinds:
-        return {}
-    evaluated = trainer
-    if cfg.checkpoint == "best" and (trainer.run_dir.path / BEST).is_file():  # its own model: the live
-        evaluated = load_trainer(trainer.run_dir.path, BEST, log=lambda line: None)  # trainer stays as it is
     results = {}
-    for kind in kinds:
+    for kind in (kind for kind, specs in (("noise", cfg.noise), ("analog", cfg.analog)) if specs):
         path = trainer.run_dir.path / kind
         results[kind] = evaluate_and_write(evaluated, cfg, path.with_suffix(".json"), path.with_suffix(".csv"),
                                            kind)

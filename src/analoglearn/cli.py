@@ -59,10 +59,10 @@ def parse_strengths(text: str) -> list[float]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .assess import evaluate_and_write, load_trainer, table
+    from .assess import evaluate_and_write, table
     from .config import build_eval, parse_override
     from .runs import check_output_file
-    from .train import check_eval
+    from .train import check_eval, load_trainer
 
     common = {"trials": args.trials, "subset": args.subset, "bn": args.bn, "seed": args.seed,
               "checkpoint": args.checkpoint}

@@ -515,6 +515,10 @@ class Trainer:
 
         return tqdm(total=total, initial=self.batch, desc=f"epoch {self.epoch + 1}", leave=False)
 
+    def eval_loader(self, dataset: Any) -> Any:
+        """An evaluation loader over ``dataset`` (in order, no augmentation) on this run's device."""
+        return eval_loader(dataset, self.cfg.data, self.device)
+
     def write_artifacts(self, examples: int = 64) -> None:
         """The method's end-of-training files (e.g. a relaxation profile), on the first test images."""
         x, _ = next(iter(self.test_loader))
@@ -538,7 +542,11 @@ class Trainer:
             "dataset": self.cfg.data.name, "model": self.cfg.model.name, "method": self.cfg.method.name,
             "seed": self.cfg.seed,
         }
-        results = assess_after_training(self, self.log)
+        cfg = self.cfg.eval
+        evaluated = self  # eval.checkpoint best: evaluated in a model of its own, the live trainer left as it is
+        if (cfg.noise or cfg.analog) and cfg.checkpoint == "best" and (self.run_dir.path / BEST).is_file():
+            evaluated = load_trainer(self.run_dir.path, BEST, log=lambda line: None)
+        results = assess_after_training(self, evaluated, self.log)
         for kind, result in results.items():  # noise: weight noise; analog: the tile model
             summary[kind] = [{k: p[k] for k in ("noise", "strength", "trials", "mean", "std", "min", "ci95",
                                                 "per_trial")} for p in result["points"]]
@@ -546,6 +554,15 @@ class Trainer:
             summary[f"{kind}_area"] = {c["noise"]: c["normalized_area"] for c in result["curves"]}
         self.run_dir.write_summary(summary)
         return summary
+
+
+def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str], None] = print) -> Trainer:
+    """The run's model and method with the weights of ``checkpoint`` (``last.pt`` or ``best.pt``)."""
+    run = RunDir(run_dir).require()
+    trainer = Trainer(build_config(run.raw_config()), run, log)
+    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device),
+                       source=f"checkpoint {str(run.path / checkpoint)!r}")
+    return trainer
 
 
 def format_record(record: dict[str, Any], epochs: int) -> str:
