@@ -60,9 +60,10 @@ def parse_strengths(text: str) -> list[float]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .assess import evaluate_and_write, table
+    from .build import check_eval
     from .config import build_eval, parse_override
     from .runs import check_output_file
-    from .train import check_eval, load_trainer
+    from .train import load_trainer
 
     common = {"trials": args.trials, "subset": args.subset, "bn": args.bn, "seed": args.seed,
               "checkpoint": args.checkpoint}

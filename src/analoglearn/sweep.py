@@ -309,12 +309,12 @@ def sweep(
 
 
 def validate_jobs(jobs: list[Job]) -> None:
-    """Check every run of a grid as ``train`` would (:func:`analoglearn.train.validate`) before any runs.
+    """Check every run of a grid as ``train`` would (:func:`analoglearn.build.validate`) before any runs.
 
     Configs that differ only in their seeds are checked once. A run's folder must be new, empty, a
     run, or analoglearn's own record of a failed attempt. Raises naming the grid point.
     """
-    from .train import validate
+    from .build import validate
 
     checked: set[str] = set()
     for job in jobs:

@@ -18,241 +18,34 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from . import data as datasets
-from .config import Config, DataConfig, EvalConfig, OptimConfig, build_config
+from .build import (
+    Seeds,
+    build_hardware,
+    build_model,
+    build_parts,
+    check_subsets,
+    eval_loader,
+    input_shape,
+    load_splits,
+    resolve_device,
+    validate,
+)
+from .config import Config, OptimConfig, build_config
 from .errors import CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
 from .evaluate import accuracy
-from .method import Method, Progress
-from .registry import METHODS, MODELS
+from .method import Progress
 from .runs import BEST, ENV, LAST, RunDir, environment, storage_message, write_json
 
 CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
-
-@dataclass(frozen=True)
-class Seeds:
-    """Independent seeds derived from the run seed (numpy SeedSequence), one per source of randomness."""
-
-    init: int
-    data: int
-    train_noise: int
-
-    analog: int = 0
-    device: int = 0
-
-    @classmethod
-    def derive(cls, seed: int) -> Seeds:
-        """Five 63-bit seeds from one run seed (evaluation noise has its own, ``eval.seed``): init, data,
-        training noise, the tile's output noise in hardware-aware training, the device draws of
-        analog_sgd. The first three are those of earlier versions (``generate_state`` is prefix-stable)."""
-        words = np.random.SeedSequence(seed).generate_state(5, dtype=np.uint64)
-        return cls(*(int(w >> np.uint64(1)) for w in words))
-
-
-DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-"""Device types a run may train on (when this machine has them)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda if available, else cpu; check that the named device exists on this machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    valid = "use cpu, auto, cuda, cuda:N, mps or xpu (those this machine has)"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"train.device {name!r} is not a device; {valid}") from None
-    if device.type not in DEVICE_TYPES:
-        raise ConfigError(f"train.device {name!r}: analoglearn cannot train on {device.type!r} devices; {valid}")
-    if device.type == "cpu":
-        return device
-    backend = getattr(torch, device.type) if device.type != "mps" else torch.backends.mps
-    if not backend.is_available():
-        raise ConfigError(f"train.device is {name!r} but this machine has no {device.type} device; {valid}")
-    count = backend.device_count() if hasattr(backend, "device_count") else 1
-    if device.index is not None and device.index >= count:
-        raise ConfigError(f"train.device {name!r}: this machine has {count} {device.type} device(s), "
-                          f"{device.type}:0 to {device.type}:{count - 1}")
-    return device
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-# ---------------------------------------------------------------- building blocks
-
-
-def check_subsets(cfg: Config) -> None:
-    """Refuse subsets larger than the dataset's splits (``data.train_subset``, ``data.test_subset``,
-    ``eval.subset``), which would otherwise silently mean "all"."""
-    spec = datasets.get_spec(cfg.data.name)
-    test_size = spec.size("test") if cfg.data.test_subset is None else min(cfg.data.test_subset, spec.size("test"))
-    for key, value, size, split in (("data.train_subset", cfg.data.train_subset, spec.size("train"), "train"),
-                                    ("data.test_subset", cfg.data.test_subset, spec.size("test"), "test"),
-                                    ("eval.subset", cfg.eval.subset, test_size, "(evaluated) test")):
-        if value is not None and value > size:
-            raise ConfigError(f"{key}={value} is larger than the {size} examples of {spec.name}'s {split} split; "
-                              f"give at most {size}, or null for all of them")
-
-
-def load_splits(cfg: DataConfig, seed: int) -> tuple[Any, Any]:
-    """Train and test splits of the configured dataset (fixed random subsets when asked)."""
-    train = datasets.load(cfg.name, "train", root=cfg.root)
-    test = datasets.load(cfg.name, "test", root=cfg.root)
-    if cfg.train_subset is not None and cfg.train_subset < len(train):
-        train = train.subset(cfg.train_subset, seed=seed)
-    if cfg.test_subset is not None and cfg.test_subset < len(test):
-        test = test.subset(cfg.test_subset, seed=seed)
-    return train, test
-
-
-def check_eval(evaluation: EvalConfig, model: nn.Module) -> None:
-    """Build every noise model of ``eval.noise`` at every strength, and check that it selects
-    parameters of ``model``: a mistake here would otherwise surface only after training."""
-    from .noise import from_config
-
-    for i, spec in enumerate(evaluation.noise):
-        for strength in spec.strengths:
-            try:
-                noise = from_config({"name": spec.name, **spec.options}, strength)
-            except ConfigError as err:
-                raise ConfigError(f"eval.noise[{i}] at strength {strength}: {err}") from None
-            if not noise.select(model):
-                raise ConfigError(f"eval.noise[{i}] ({spec.name}) selects no parameter of "
-                                  f"{type(model).__name__}; see its 'modules', 'bias' and 'norm' options")
-    from .analog.corruption import from_spec
-
-    for i, analog_spec in enumerate(evaluation.analog):
-        try:
-            from_spec(analog_spec).check(model)
-        except ConfigError as err:
-            raise ConfigError(f"eval.analog[{i}]: {err}") from None
-
-
-def validate(cfg: Config) -> None:
-    """Check everything about ``cfg`` that can be checked without training, writing nothing.
-
-    The device exists; the dataset's files are present, readable and intact; the subsets fit the
-    splits; the model can be built for the data's shape, the method accepts it, the optimiser's
-    layer groups match it; every ``eval.noise`` entry can be built and corrupts some of its
-    weights. Models are built on the ``meta`` device (no memory) where they allow it. Raises an
-    :class:`~analoglearn.errors.AnalogLearnError` (ConfigError or DataError) naming what is wrong.
-    """
-    resolve_device(cfg.train.device)
-    check_subsets(cfg)
-    input_shape(cfg.data)
-    if datasets.get_spec(cfg.data.name).name != "Synthetic":
-        for split in ("train", "test"):
-            datasets.check_readable(cfg.data.name, split, root=cfg.data.root)
-    seeds = Seeds.derive(cfg.seed)
-    try:
-        with torch.device("meta"):
-            build_parts(cfg, seeds, torch.device("meta"))
-    except NotImplementedError:  # an initialisation that needs real memory (Hopfield presets: small)
-        build_parts(cfg, seeds, torch.device("cpu"))
-
-
-def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, Method]:
-    """The model (on ``device``), its optimiser and the method; errors that come from combining
-    sections name the keys involved (``model.name=lenet with method.name=CEP: ...``)."""
-    shape = "×".join(map(str, input_shape(cfg.data)))
-    try:
-        model = build_model(cfg, seeds).to(device)
-    except ConfigError as err:
-        raise ConfigError(_with_keys(str(err), f"model.name={cfg.model.name} on {cfg.data.name} ({shape})")) from None
-    optimizer = build_optimizer(model, cfg.optim, seeds.device)
-    try:
-        method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
-                                generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
-    except ConfigError as err:
-        raise ConfigError(_with_keys(str(err), f"method.name={cfg.method.name} with model.name={cfg.model.name}")) \
-            from None
-    check_eval(cfg.eval, model)
-    build_hardware(cfg, model, seeds)
-    return model, optimizer, method
-
-
-def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:
-    """The :class:`~analoglearn.analog.training.HardwareAware` state of an ``analog`` section, or None."""
-    if cfg.analog.tile is None:
-        return None
-    from .analog.tile import TileConfig
-    from .analog.training import HardwareAware
-
-    try:
-        return HardwareAware(TileConfig(**cfg.analog.tile), model, seeds.analog, cfg.analog.calibration_images,
-                             cfg.analog.weight_clip)
-    except ConfigError as err:
-        raise ConfigError(_with_keys(str(err), f"analog.tile with model.name={cfg.model.name}")) from None
-
-
-def _with_keys(message: str, keys: str) -> str:
-    """``message`` prefixed with the config keys it is about, unless it names a key path already."""
-    return message if any(f"{s}." in message for s in ("model", "method", "data", "optim")) else f"{keys}: {message}"
-
-
-def eval_loader(dataset: Any, cfg: DataConfig, device: torch.device, seed: int = 0) -> Any:
-    """An evaluation loader over ``dataset``: in order, no augmentation."""
-    return datasets.Loader(dataset, cfg.eval_batch_size, shuffle=False, augment=False, seed=seed,
-                           device=device, pad_to=cfg.pad_to)
-
-
-def input_shape(cfg: DataConfig) -> tuple[int, int, int]:
-    """(C, H, W) of the tensors the loader yields."""
-    channels, height, width = datasets.get_spec(cfg.name).shape
-    if cfg.pad_to is not None:
-        if cfg.pad_to < max(height, width):
-            raise ConfigError(f"data.pad_to={cfg.pad_to} is smaller than the {height}×{width} images of {cfg.name}; "
-                              f"give null (no padding) or a size ≥ {max(height, width)}")
-        height = width = cfg.pad_to
-    return channels, height, width
-
-
-def build_model(cfg: Config, seeds: Seeds) -> nn.Module:
-    """The configured network, initialised from the init generator."""
-    spec = datasets.get_spec(cfg.data.name)
-    return MODELS.create(cfg.model.name, cfg.model.options, in_shape=input_shape(cfg.data),
-                         num_classes=spec.num_classes, generator=generator(seeds.init))
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, seed: int = 0) -> torch.optim.Optimizer:
-    """The torch optimiser; a list of learning rates maps onto ``model.param_groups()``.
-
-    ``analog_sgd`` (:class:`~analoglearn.analog.optim.AnalogSGD`) programs every update as device
-    pulses; its device draws come from a generator seeded with ``seed``, saved in its state_dict."""
-    if isinstance(cfg.lr, list):
-        groups = model.param_groups() if hasattr(model, "param_groups") else None
-        if groups is None or len(groups) != len(cfg.lr):
-            have = "has no layer groups" if groups is None else f"has {len(groups)} layer groups"
-            raise ConfigError(f"optim.lr lists {len(cfg.lr)} rates but the model {have}; give one number")
-        params: list[dict[str, Any]] = [{"params": g, "lr": lr} for g, lr in zip(groups, cfg.lr)]
-    else:
-        params = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    for group in params:
-        group["initial_lr"] = group["lr"]
-    if cfg.name == "analog_sgd":
-        from .analog.devices import device_from_config
-        from .analog.optim import AnalogSGD
-
-        return AnalogSGD(params, lr=params[0]["lr"], device=device_from_config(cfg.device or {"name": "ideal"}),
-                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                         nesterov=cfg.nesterov and cfg.momentum > 0, generator=generator(seed),
-                         weight_scale=cfg.weight_scale)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=params[0]["lr"], momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-    kind = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return kind(params, lr=params[0]["lr"], betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+__all__ = ["Seeds", "Trainer", "build_model", "fit", "fit_locked", "load_trainer", "prepare", "resolve_device",
+           "schedule_factor", "start", "validate"]
 
 
 def schedule_factor(cfg: OptimConfig, epoch: int, epochs: int, base: float) -> float:
