@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import AnalogSpec, EvalConfig, NoiseSpec
 from .evaluate import accuracy, evaluate_noise, robustness_curve
-from .runs import write_json
+from .storage import write_json
 
 Trainer = Any
 """A :class:`analoglearn.train.Trainer` (not imported: train imports this module); what is used of it:

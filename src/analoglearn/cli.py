@@ -62,7 +62,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .assess import evaluate_and_write, table
     from .build import check_eval
     from .config import build_eval, parse_override
-    from .runs import check_output_file
+    from .storage import check_output_file
     from .train import load_trainer
 
     common = {"trials": args.trials, "subset": args.subset, "bn": args.bn, "seed": args.seed,
@@ -153,7 +153,7 @@ def analog_file_label(spec: Any) -> str:
 
 def cmd_diagnose_gradients(args: argparse.Namespace) -> int:
     from .energy.diagnose import format_table, gradient_fidelity
-    from .runs import check_output_file, write_json
+    from .storage import check_output_file, write_json
 
     if not args.beta > 0:
         raise AnalogLearnError(f"--beta must be > 0, got {args.beta}")
@@ -247,7 +247,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
-    from .runs import check_output_dir
+    from .storage import check_output_dir
 
     out = args.out or str(Path(args.dirs[0]) / "report")
     check_output_dir(out, "--out")
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
               "'analoglearn train --resume RUN_DIR')", file=sys.stderr)
         return 2
     except OSError as err:
-        from .runs import storage_message
+        from .storage import storage_message
 
         print(f"analoglearn: error: {storage_message(err)}", file=sys.stderr)
         return 2

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AnalogLearnError
-from .runs import CONFIG, RunDir, write_text
+from .runs import CONFIG, RunDir
+from .storage import write_text
 
 
 @dataclass

@@ -36,7 +36,8 @@ from typing import Any
 
 from .config import apply_overrides, build_config, read_yaml, set_path
 from .errors import AnalogLearnError, ConfigError, RunBusy, StorageError
-from .runs import CONFIG, RunDir, check_output_dir, write_json
+from .runs import CONFIG, RunDir
+from .storage import check_output_dir, write_json
 
 EXECUTORS = ("inprocess", "ray")
 

@@ -40,7 +40,8 @@ from .config import Config, OptimConfig, build_config
 from .errors import CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
 from .evaluate import accuracy
 from .method import Progress
-from .runs import BEST, ENV, LAST, RunDir, environment, storage_message, write_json
+from .runs import BEST, ENV, LAST, RunDir, environment
+from .storage import storage_message, write_json
 
 CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
