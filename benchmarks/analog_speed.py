@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import platform
 import statistics
 import time
 
 import torch
+from common import write_result
 
 import analoglearn.nets  # noqa: F401  (registers the models)
 from analoglearn.analog import TileConfig, analog
@@ -107,20 +106,10 @@ def report(args: argparse.Namespace, steps: int, rounds: int, samples: dict[tupl
                      "samples_ms": [1e3 * t for t in times]})
         print(f"{net:<7} {case:<38} {1e3 * best:9.2f} {best / min(base):8.2f} {1e3 * med:10.2f} "
               f"{med / statistics.median(base):8.2f}")
-    result = {
-        "benchmark": "analog_speed",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads()},
-        "torch": torch.__version__,
-        "settings": {"batch": args.batch, "steps_per_round": steps, "rounds": rounds, "quick": args.quick,
-                     "nets": {n: {"in_shape": s, "width": w} for n, (s, w) in NETS.items()},
-                     "converters": CONVERTERS, "tile_rows": 256, "mode": "eval, torch.no_grad"},
-        "results": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-
+    write_result(args.json, "analog_speed", {
+        "batch": args.batch, "steps_per_round": steps, "rounds": rounds, "quick": args.quick,
+        "nets": {n: {"in_shape": s, "width": w} for n, (s, w) in NETS.items()},
+        "converters": CONVERTERS, "tile_rows": 256, "mode": "eval, torch.no_grad"}, rows)
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,11 @@ to SGD uses the fastest round of each (the least disturbed by other load); media
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
+from common import write_result
 
 import analoglearn.nets  # registers the models
 import analoglearn.robust  # noqa: F401  (registers the methods)
@@ -92,13 +91,6 @@ def main() -> None:
     report(args, device, steps, rounds, samples)
 
 
-def machine(device: torch.device) -> dict:
-    """Where the figures were measured."""
-    gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
-    return {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
-            "gpu": gpu, "threads": torch.get_num_threads()}
-
-
 def report(args, device, steps: int, rounds: int, samples: dict[str, list[float]]) -> None:
     """Print the table and write the JSON."""
     base, base_med = min(samples["sgd"]), statistics.median(samples["sgd"])
@@ -111,18 +103,9 @@ def report(args, device, steps: int, rounds: int, samples: dict[str, list[float]
                      "theory": CASES[case][2], "samples_ms": [1e3 * t for t in times]})
         print(f"{case:<20} {1e3 * best:9.2f} {best / base:7.2f} {1e3 * med:10.2f} {med / base_med:7.2f}  "
               f"{CASES[case][2]}")
-    result = {
-        "benchmark": "robust_speed",
-        "machine": machine(device),
-        "torch": torch.__version__,
-        "settings": {"model": args.model, "width": args.width, "batch": args.batch, "steps_per_round": steps,
-                     "rounds": rounds, "quick": args.quick},
-        "results": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-
+    write_result(args.json, "robust_speed", {"model": args.model, "width": args.width, "batch": args.batch,
+                                              "steps_per_round": steps, "rounds": rounds, "quick": args.quick},
+                 rows, device)
 
 if __name__ == "__main__":
     main()
