@@ -376,12 +376,7 @@ def build_analog(raw: Any, where: str) -> AnalogSpec:
         raise ConfigError(f"{where}.values must be a non-empty list of finite numbers ≥ 0, got {values}")
     noise = section.get("noise")
     if noise is not None:
-        item = dict(_mapping(noise, f"{where}.noise"))
-        name = _coerce(item.pop("name", "additive_gaussian"), str, f"{where}.noise.name")
-        if "strength" in item:
-            item[NOISE_MODELS.get(name).options.strength_field] = item.pop("strength")
-        name, options = _noise_options(name, item, f"{where}.noise")
-        noise = {"name": name, **options}
+        noise = _noise_entry(dict(_mapping(noise, f"{where}.noise")), f"{where}.noise", "additive_gaussian")
     from .analog.corruption import AnalogCorruption
 
     corruption = AnalogCorruption(tile, sweep)
@@ -393,14 +388,29 @@ def build_analog(raw: Any, where: str) -> AnalogSpec:
     return AnalogSpec(to_plain(tile), sweep, values, noise)
 
 
+def _noise_name(name: Any, where: str) -> str:
+    """The canonical name of a noise model, the error naming ``where.name``."""
+    try:
+        return NOISE_MODELS.canonical(_coerce(name, str, f"{where}.name"))
+    except ConfigError as err:
+        raise ConfigError(err.args[0] if f"{where}.name" in str(err) else f"{where}.name: {err}") from None
+
+
 def _noise_options(name: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """A noise model's canonical name and its options validated and filled in, as plain data."""
-    try:
-        name = NOISE_MODELS.canonical(name)
-    except ConfigError as err:
-        raise ConfigError(f"{where}.name: {err}") from None
+    name = _noise_name(name, where)
     built = NOISE_MODELS.build_options(name, options, where=where)
     return name, to_plain(built) if built is not None else {}
+
+
+def _noise_entry(item: dict[str, Any], where: str, default: str | None) -> dict[str, Any]:
+    """A noise entry with its own strength, ``{name, strength, **options}`` (``strength`` or the model's
+    field name), validated into plain ``{name, **options}``; ``default`` is the name when none is given."""
+    name = _noise_name(item.pop("name", default), where)
+    if "strength" in item:
+        item[NOISE_MODELS.get(name).options.strength_field] = item.pop("strength")
+    name, options = _noise_options(name, item, where)
+    return {"name": name, **options}
 
 
 def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
@@ -421,14 +431,7 @@ def _compose_options(item: dict[str, Any], where: str) -> dict[str, Any]:
         part = dict(_mapping(part, f"{where}.parts[{j}]"))
         if "name" not in part:
             raise ConfigError(f"{where}.parts[{j}] needs a 'name'; valid: {', '.join(NOISE_MODELS.names())}")
-        try:
-            name = NOISE_MODELS.canonical(_coerce(part.pop("name"), str, f"{where}.parts[{j}].name"))
-        except ConfigError as err:
-            raise ConfigError(f"{where}.parts[{j}].name: {err}") from None
-        if "strength" in part:
-            part[NOISE_MODELS.get(name).options.strength_field] = part.pop("strength")
-        name, options = _noise_options(name, part, f"{where}.parts[{j}]")
-        plain.append({"name": name, **options})
+        plain.append(_noise_entry(part, f"{where}.parts[{j}]", None))
     if not isinstance(swept, int) or isinstance(swept, bool) or not 0 <= swept < len(plain):
         raise ConfigError(f"{where}.swept must index one of its {len(plain)} parts (0 to {len(plain) - 1}); "
                           f"got {swept!r}")

@@ -75,6 +75,7 @@ def test_evaluate_analog_writes_beside_the_run_and_the_report_tables_it(lenet_ru
     ({"tile": {"in_range": "static"}, "sweep": "adc_bits", "values": [8]}, "eval.analog[0].values: 8 for adc_bits"),
     ({"tile": {"r_in": float("nan")}}, "eval.analog[0].tile.r_in must be a finite number"),
     ({"noise": {"name": "pcm", "strength": -1}}, "eval.analog[0].noise"),
+    ({"noise": {"name": "nope"}}, "eval.analog[0].noise.name: unknown noise model"),
 ])
 def test_bad_entries_name_the_key(entry, expected):
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
