@@ -70,8 +70,7 @@ def assess_analog(
     batches = None
     curves = []
     for spec in specs:
-        corruption = from_spec(spec)
-        corruption.check(trainer.model)
+        corruption = from_spec(spec)  # checked against the model in every trial (AnalogCorruption.applied)
         if corruption.tile.in_range == "calibrated" and batches is None:
             batches = calibration_batches(trainer.eval_loader(trainer.train_set), calibration_images)
         corruption = corruption.calibrated(trainer.model, batches)

@@ -148,8 +148,11 @@ def validate(cfg: Config) -> None:
         build_parts(cfg, seeds, torch.device("cpu"))
 
 
-def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, Method]:
-    """The model (on ``device``), its optimiser and the method; errors that come from combining
+def build_parts(
+    cfg: Config, seeds: Seeds, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, Method, Any]:
+    """The model (on ``device``), its optimiser, the method and the tile of hardware-aware training
+    (:func:`build_hardware`, None without an ``analog`` section); errors that come from combining
     sections name the keys involved (``model.name=lenet with method.name=CEP: ...``)."""
     shape = "×".join(map(str, input_shape(cfg.data)))
     try:
@@ -164,8 +167,7 @@ def build_parts(cfg: Config, seeds: Seeds, device: torch.device) -> tuple[nn.Mod
         raise ConfigError(_with_keys(str(err), f"method.name={cfg.method.name} with model.name={cfg.model.name}")) \
             from None
     check_eval(cfg.eval, model)
-    build_hardware(cfg, model, seeds)
-    return model, optimizer, method
+    return model, optimizer, method, build_hardware(cfg, model, seeds)
 
 
 def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:

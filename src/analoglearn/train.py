@@ -26,7 +26,6 @@ import torch
 from . import data as datasets
 from .build import (
     Seeds,
-    build_hardware,
     build_model,
     build_parts,
     check_subsets,
@@ -99,10 +98,10 @@ class Trainer:
                                             augment=cfg.data.augment, seed=self.seeds.data, device=self.device,
                                             pad_to=cfg.data.pad_to)
         self.test_loader = eval_loader(self.test_set, cfg.data, self.device)
-        self.model, self.optimizer, self.method = build_parts(cfg, self.seeds, self.device)
-        self.hardware = build_hardware(cfg, self.model, self.seeds)
+        self.model, self.optimizer, self.method, self.hardware = build_parts(cfg, self.seeds, self.device)
         self.epoch, self.batch, self.step = 0, 0, 0
         self.stop_signal: int | None = None
+        self.in_epoch = False  # where a stop signal waits for the end of the batch (stop_on_signals)
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
         self.history: list[dict[str, Any]] = []
         self.best_error: float | None = None
@@ -137,9 +136,10 @@ class Trainer:
             saved = build_config(state["config"]).to_dict()
         except ConfigError:
             saved = state["config"]
-        if saved != self.cfg.to_dict():
+        ours = self.cfg.to_dict()
+        if saved != ours:
             raise CheckpointError(f"{source} was written by another config than this run's config.yaml "
-                                  f"({_first_difference(saved, self.cfg.to_dict())}): it belongs to another "
+                                  f"({_first_difference(saved, ours)}): it belongs to another "
                                   "run; give this run's own checkpoint")
         try:
             self._load_state(state)
@@ -148,6 +148,12 @@ class Trainer:
             first = " ".join(lines[:2])
             raise CheckpointError(f"{source} does not fit this run's model, optimiser or method ({first[:200]}): "
                                   "it was written for another network; give this run's own checkpoint") from None
+
+    def restore(self, checkpoint: str = LAST) -> None:
+        """Load this run's checkpoint ``checkpoint`` (verified) into the trainer (:meth:`load_state`)."""
+        path = self.run_dir.path / checkpoint
+        self.load_state(self.run_dir.load_checkpoint(checkpoint, map_location=self.device),
+                        source=f"checkpoint {str(path)!r}")
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -183,12 +189,9 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        in_epoch = {"value": False}
-        self._in_epoch = in_epoch
-
         def handler(signum: int, frame: Any) -> None:
             self.stop_signal = signum
-            if not in_epoch["value"]:
+            if not self.in_epoch:
                 raise self.preempted()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -215,14 +218,13 @@ class Trainer:
         every = cfg.train.checkpoint_every if isinstance(cfg.train.checkpoint_every, int) else 0
         bar = self.progress_bar(steps)
         start = time.perf_counter()
-        flag = getattr(self, "_in_epoch", {"value": False})
-        flag["value"] = True  # a stop signal from here on waits for the end of the next batch
+        self.in_epoch = True  # a stop signal from here on waits for the end of the next batch
         try:
             if self.hardware is not None:
-                self.hardware.start_epoch(eval_loader(self.train_set, cfg.data, self.device), fresh=self.batch == 0)
+                self.hardware.start_epoch(self.eval_loader(self.train_set), fresh=self.batch == 0)
             self._train_batches(bar, steps, every, start)
         finally:
-            flag["value"] = False
+            self.in_epoch = False
         if bar is not None:
             bar.close()
         self.end_epoch(lr)
@@ -354,8 +356,7 @@ def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str
     """The run's model and method with the weights of ``checkpoint`` (``last.pt`` or ``best.pt``)."""
     run = RunDir(run_dir).require()
     trainer = Trainer(build_config(run.raw_config()), run, log)
-    trainer.load_state(run.load_checkpoint(checkpoint, map_location=trainer.device),
-                       source=f"checkpoint {str(run.path / checkpoint)!r}")
+    trainer.restore(checkpoint)
     return trainer
 
 
@@ -411,8 +412,7 @@ def start(trainer: Trainer, *, resume: bool = False) -> dict[str, Any]:
             if run.finished():  # finished by another process since it was prepared
                 return run.summary() or {}
             if (run.path / LAST).is_file():
-                trainer.load_state(run.load_checkpoint(LAST, map_location=trainer.device),
-                                   source=f"checkpoint {str(run.path / LAST)!r}")
+                trainer.restore(LAST)
                 run.write_metrics(trainer.history)
                 log(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
             else:
