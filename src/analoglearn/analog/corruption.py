@@ -36,6 +36,10 @@ from .tile import TileConfig
 SWEEPABLE = ("out_noise", "dac_bits", "adc_bits", "out_bound", "r_in", "tile_rows", "w_clip", "quantile",
              "std_alpha")
 """Tile fields an entry may sweep (its *strength*)."""
+WHOLE = ("dac_bits", "adc_bits", "tile_rows")
+"""Swept fields that take whole numbers."""
+OFF_AT_ZERO = ("dac_bits", "adc_bits", "tile_rows", "w_clip", "out_bound")
+"""Swept fields whose value 0 means "off" (None in the tile)."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,11 @@ class AnalogCorruption:
 
     def with_strength(self, strength: float) -> AnalogCorruption:
         """A copy with the swept field set to ``strength`` (an integer field takes an integer)."""
-        current = TileConfig.__dataclass_fields__[self.sweep]
-        integral = "int" in str(current.type)
+        integral = self.sweep in WHOLE
         if integral and float(strength) != int(strength):
             raise ConfigError(f"analog sweep {self.sweep} takes whole numbers; got {strength!r}.")
         value: float | int | None = int(strength) if integral else float(strength)
-        if self.sweep in ("dac_bits", "adc_bits", "tile_rows", "w_clip", "out_bound") and strength == 0:
+        if self.sweep in OFF_AT_ZERO and strength == 0:
             value = None  # 0 bits / rows / bound: that converter or limit is off
         return dataclasses.replace(self, tile=dataclasses.replace(self.tile, **{self.sweep: value}))
 
