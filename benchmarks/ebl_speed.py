@@ -26,8 +26,8 @@ import torch
 
 from analoglearn.energy.methods import EnergyOptions
 from analoglearn.energy.minimize import Minimizer
-from analoglearn.method import Progress
 from analoglearn.registry import METHODS, MODELS
+from analoglearn.train import take_step
 
 MODES = {
     "paper": dict(schedule="asynchronous", free_iterations=60, nudged_iterations=15),
@@ -69,17 +69,16 @@ def time_step(net, x, y, mode: str, precision: str, steps: int) -> float:
     """Mean seconds per CEP training step (after one warm-up step) in ``mode`` at ``precision``."""
     options = EnergyOptions(precision=precision, **MODES[mode])
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-    method = METHODS.create("CEP", net, optimizer, options, generator=None)
-    progress = Progress(0, 0, 1, 1)
+    method = METHODS.create("CEP", net, options, generator=None)
     with _strict_fp32(mode == "laborieux"):
         warm = EnergyOptions(
             precision=precision, **{**MODES[mode], "free_iterations": 2, "nudged_iterations": 1}
         )
-        METHODS.create("CEP", net, optimizer, warm, generator=None).train_step(x, y, progress)
+        take_step(optimizer, METHODS.create("CEP", net, warm, generator=None).closure(x, y))
         _sync(x.device)
         start = time.perf_counter()
         for _ in range(steps):
-            method.train_step(x, y, progress)
+            take_step(optimizer, method.closure(x, y))
         _sync(x.device)
     return (time.perf_counter() - start) / steps
 

@@ -20,11 +20,12 @@ from common import write_result
 
 import analoglearn.nets  # registers the models
 import analoglearn.robust  # noqa: F401  (registers the methods)
-from analoglearn.method import Progress
-from analoglearn.registry import METHODS, MODELS
+from analoglearn.registry import METHODS, MODELS, PERTURBATIONS
+from analoglearn.robust.methods import Clock
+from analoglearn.train import take_step
 
 CASES = {
-    "sgd": ("sgd", {}, "1 pass"),
+    "sgd": ("none", None, "1 pass"),
     "sam": ("sam", {"rho": 0.05, "diagnostics": False}, "2 passes"),
     "asam": ("asam", {"rho": 0.5, "diagnostics": False}, "2 passes"),
     "rwp K=1 λ=1": ("rwp", {"sigma": 0.05}, "1 pass + draw"),
@@ -35,28 +36,30 @@ CASES = {
 
 
 def build(case: str, args: argparse.Namespace, device: torch.device):
-    """Model, method and one batch for ``case``."""
+    """(method, optimiser) and one batch for ``case``."""
     name, options, _ = CASES[case]
     gen = torch.Generator().manual_seed(0)
     model_opts = MODELS.build_options(args.model, {"width": args.width})
     model = MODELS.create(args.model, model_opts, in_shape=(3, 32, 32), num_classes=10, generator=gen)
     model = model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    method = METHODS.create(name, model, optimizer, METHODS.build_options(name, options),
-                            generator=torch.Generator(device=device).manual_seed(1))
+    noise = torch.Generator(device=device).manual_seed(1)
+    method = METHODS.create("sgd", model, METHODS.build_options("sgd", {}), generator=noise)
+    base = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = PERTURBATIONS.create(name, base, model, PERTURBATIONS.build_options(name, options or {}),
+                                     generator=noise, clock=Clock())
     x = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
-    return method, x, y
+    return (method, optimizer), x, y
 
 
-def time_steps(method, x, y, steps: int, device: torch.device) -> float:
-    """Seconds per step over ``steps`` steps."""
-    progress = Progress(step=0, epoch=0, steps_per_epoch=steps, total_steps=steps)
+def time_steps(setup, x, y, steps: int, device: torch.device) -> float:
+    """Seconds per step over ``steps`` steps (``optimizer.step(method.closure(x, y))``, as in training)."""
+    method, optimizer = setup
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        method.train_step(x, y, progress)
+        take_step(optimizer, method.closure(x, y))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps

@@ -32,25 +32,25 @@ def strip_timings():
 @pytest.fixture
 def interrupted_and_resumed(tmp_path, monkeypatch):
     """``run(cfg, method_class, stop_after)``: train ``cfg`` uninterrupted, then again with
-    ``method_class.train_step`` raising KeyboardInterrupt at call ``stop_after + 1``, resume that run
+    ``method_class.closure`` raising KeyboardInterrupt at batch ``stop_after + 1``, resume that run
     from its checkpoint, and return both histories (timings stripped): ``(full, resumed)``."""
     from analoglearn.runs import RunDir
     from analoglearn.train import fit
 
     def run(cfg, method_class, stop_after: int):
         fit(cfg, tmp_path / "full", log=lambda s: None)
-        original, calls = method_class.train_step, []
+        original, calls = method_class.closure, []
 
-        def interrupted(self, x, y, progress):
+        def interrupted(self, x, y, scaler=None):
             calls.append(1)
             if len(calls) > stop_after:
                 raise KeyboardInterrupt
-            return original(self, x, y, progress)
+            return original(self, x, y, scaler)
 
-        monkeypatch.setattr(method_class, "train_step", interrupted)
+        monkeypatch.setattr(method_class, "closure", interrupted)
         with pytest.raises(KeyboardInterrupt):
             fit(cfg, tmp_path / "cut", log=lambda s: None)
-        monkeypatch.setattr(method_class, "train_step", original)
+        monkeypatch.setattr(method_class, "closure", original)
         fit(None, tmp_path / "cut", resume=True, log=lambda s: None)
         return tuple(without_timings(RunDir(tmp_path / name).metrics()) for name in ("full", "cut"))
 

@@ -37,7 +37,8 @@ def test_train_writes_a_run_and_says_where(tiny, tmp_path, capsys):
         (["train", "--resume", "/nonexistent-run"], "not a run directory"),
         (["data", "fetch", "NOT_A_DATASET"], "Valid datasets: MNIST, FashionMNIST"),
         (["train", "data.name=Synthetic", "model.name=tiny", "method.name=sgd"], "needs a feed-forward model"),
-        (["train", "data.name=Synthetic", "model.name=tiny", "method.name=rwp"], "set method.estimator"),
+        (["train", "data.name=Synthetic", "model.name=tiny", "method.name=rwp"], "and add a perturb section"),
+            (["train", "data.name=Synthetic", "perturb.name=rwp", "perturb.sigma=-1"], "perturb.sigma must be ≥ 0"),
         (["train", "data.name=Synthetic", "model.name=lenet", "method.name=CEP"], "energy-based networks only"),
         (["train", "data.name=Synthetic", "model.name=dchn32", "method.name=CEP"], "data.pad_to: 32"),
         (["train", "data.name=Synthetic", "model.name=tiny", "method.name=CEP", "method.beta=-1"], "beta must be > 0"),
@@ -137,8 +138,8 @@ def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_p
     from analoglearn.train import fit
 
     noise = {"noise": [{"name": "additive_gaussian", "strengths": [0.1]}], "trials": 2}
-    for method in ("sgd", "rwp"):
-        fit(build_config(tiny(method={"name": method}, eval=noise)), tmp_path / "sweep" / method, log=lambda s: None)
+    for method, perturb in (("sgd", "none"), ("rwp", "rwp")):
+        fit(build_config(tiny(perturb={"name": perturb}, eval=noise)), tmp_path / "sweep" / method, log=lambda s: None)
     code, out, err = run(capsys, "evaluate", str(tmp_path / "sweep"), "--noise", "quantize", "--strengths", "4,16",
                          "--trials", "3", "--subset", "100")
     assert code == 0, err
@@ -154,7 +155,7 @@ def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_p
 
     assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
     quantized, header = table("quantize")
-    assert header == ["method.name", "clean", "4", "16"] and set(quantized) == {"sgd", "rwp"}
+    assert header == ["perturb.name", "clean", "4", "16"] and set(quantized) == {"none", "rwp"}
     assert all(cell.endswith("± 0.00") for row in quantized.values() for cell in row[1:])  # quantisation draws nothing
     end_of_training, _ = table("additive_gaussian")
     # re-evaluating σ = 0.1 with 5 trials replaces the end-of-training 2-trial result in the table
@@ -165,5 +166,5 @@ def test_evaluate_a_sweep_directory_and_report_the_later_evaluations(tiny, tmp_p
     assert run(capsys, "report", str(tmp_path / "sweep"), "--out", str(tmp_path / "r"))[0] == 0
     updated, _ = table("additive_gaussian")
     assert updated["rwp"] == end_of_training["rwp"]
-    assert updated["sgd"][1].startswith(f"{later['points'][0]['mean']:.2f}")
-    assert updated["sgd"][0] == f"{later['clean']['top1']:.2f}"
+    assert updated["none"][1].startswith(f"{later['points'][0]['mean']:.2f}")
+    assert updated["none"][0] == f"{later['clean']['top1']:.2f}"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from analoglearn.config import Config, build_config, set_path
 from analoglearn.errors import ConfigError, DataError
 from analoglearn.plugins import load_builtins
-from analoglearn.registry import METHODS, MODELS
+from analoglearn.registry import METHODS, MODELS, PERTURBATIONS
 from analoglearn.train import validate
 
 load_builtins()
@@ -24,20 +24,20 @@ BASES = {  # one valid run per kind of model, each on the generated data set (no
     "tiny": {"data": {"name": "Synthetic", "train_subset": 64, "test_subset": 32}, "model": {"name": "tiny"},
              "method": {"name": "CEP"}, "train": {"epochs": 1, "device": "cpu"}},
     "rwp": {"data": {"name": "Synthetic", "train_subset": 64, "test_subset": 32}, "model": {"name": "lenet"},
-            "method": {"name": "rwp"}, "train": {"epochs": 1, "device": "cpu"},
+            "method": {"name": "sgd"}, "perturb": {"name": "rwp"}, "train": {"epochs": 1, "device": "cpu"},
             "eval": {"noise": [{"name": "pcm", "strengths": [1.0]}]}},
 }
 
 
 def schema_keys() -> list[str]:
     """Every dotted key of the schema: the sections' fields, and the options of the bases' models and methods."""
-    keys = ["seed", "model.name", "method.name"]
+    keys = ["seed", "model.name", "method.name", "perturb.name"]
     for section in ("data", "optim", "train", "eval"):
         cls = next(f for f in dataclasses.fields(Config) if f.name == section).default_factory
         keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls())]
     for base in BASES.values():
-        for registry, section in ((MODELS, "model"), (METHODS, "method")):
-            options = registry.get(base[section]["name"]).options
+        for registry, section in ((MODELS, "model"), (METHODS, "method"), (PERTURBATIONS, "perturb")):
+            options = registry.get(base.get(section, {"name": "none"})["name"]).options
             keys += [f"{section}.{f.name}" for f in dataclasses.fields(options)] if options else []
     return sorted(set(keys))
 

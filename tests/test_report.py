@@ -17,7 +17,7 @@ def fake_run(root, name, overrides, test_error, noise=None, clean=None):
     raw = {"data": {"name": "Synthetic"}, "model": {"name": "mlp"}, "method": {"name": "sgd"}}
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
-        raw[section] = {"name": value} if key == "name" and section in ("model", "method") else \
+        raw[section] = {"name": value} if key == "name" and section in ("model", "method", "perturb") else \
             {**raw.get(section, {}), key: value}
     cfg = build_config(raw)
     run = RunDir(root / name)
@@ -38,12 +38,12 @@ def read(path):
 
 
 def test_tables_average_over_seeds_and_pivot_datasets(tmp_path):
-    # two methods × two datasets × two seeds
-    values = {("sgd", "Synthetic"): (10.0, 12.0), ("sam", "Synthetic"): (8.0, 9.0),
-              ("sgd", "MNIST"): (1.0, 1.5), ("sam", "MNIST"): (0.8, 1.0)}
+    # two perturbations × two datasets × two seeds
+    values = {("none", "Synthetic"): (10.0, 12.0), ("sam", "Synthetic"): (8.0, 9.0),
+              ("none", "MNIST"): (1.0, 1.5), ("sam", "MNIST"): (0.8, 1.0)}
     for (method, dataset), errors in values.items():
         for seed, error in enumerate(errors):
-            raw = {"method.name": method, "data.name": dataset}
+            raw = {"perturb.name": method, "data.name": dataset}
             fake_run(tmp_path, f"{method}-{dataset}-{seed}", raw, error)
             cfg_path = tmp_path / f"{method}-{dataset}-{seed}" / "config.yaml"
             data = yaml.safe_load(cfg_path.read_text())
@@ -51,33 +51,33 @@ def test_tables_average_over_seeds_and_pivot_datasets(tmp_path):
             cfg_path.write_text(yaml.safe_dump(data))
     runs = find_runs([tmp_path])
     assert len(runs) == 8
-    assert varying_keys(runs) == ["data.name", "method.name"]  # sam's options ride along with its name
+    assert varying_keys(runs) == ["data.name", "perturb.name"]  # sam's options ride along with its name
     report([tmp_path], tmp_path / "out")
     by_dataset = read(tmp_path / "out" / "error_by_dataset.csv")
-    assert by_dataset[0] == ["method.name", "MNIST", "Synthetic"]
+    assert by_dataset[0] == ["perturb.name", "MNIST", "Synthetic"]
     rows = {r[0]: r[1:] for r in by_dataset[1:]}
-    assert rows["sgd"] == ["1.25 ± 0.35", "11.00 ± 1.41"]
+    assert rows["none"] == ["1.25 ± 0.35", "11.00 ± 1.41"]
     assert rows["sam"] == ["0.90 ± 0.14", "8.50 ± 0.71"]
     # the per-seed breakdown: one row per run, the same numbers the means are made of
     per_run = read(tmp_path / "out" / "runs.csv")
-    assert per_run[0] == ["run", "data.name", "method.name", "seed", "test error", "best test error"]
-    assert [r[1:] for r in per_run[1:] if r[1:3] == ["MNIST", "sgd"]] == [["MNIST", "sgd", "0", "1.00", "1.00"],
-                                                                          ["MNIST", "sgd", "1", "1.50", "1.50"]]
+    assert per_run[0] == ["run", "data.name", "perturb.name", "seed", "test error", "best test error"]
+    assert [r[1:] for r in per_run[1:] if r[1:3] == ["MNIST", "none"]] == [["MNIST", "none", "0", "1.00", "1.00"],
+                                                                          ["MNIST", "none", "1", "1.50", "1.50"]]
     assert len(per_run) == 9 and "runs.csv" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_noise_table_has_sigma_columns_and_plots_are_written(tmp_path):
-    fake_run(tmp_path, "a", {"method.name": "sgd"}, 5.0, [point(0.05, [90.0, 92.0]), point(0.1, [70.0, 74.0])],
+    fake_run(tmp_path, "a", {"perturb.name": "none"}, 5.0, [point(0.05, [90.0, 92.0]), point(0.1, [70.0, 74.0])],
              clean=95.5)
-    fake_run(tmp_path, "b", {"method.name": "sam"}, 6.0, [point(0.05, [91.0, 91.0]), point(0.1, [80.0, 82.0])])
+    fake_run(tmp_path, "b", {"perturb.name": "sam"}, 6.0, [point(0.05, [91.0, 91.0]), point(0.1, [80.0, 82.0])])
     written = report([tmp_path], tmp_path / "out")
     table = read(tmp_path / "out" / "noise_additive_gaussian.csv")
-    assert table[0] == ["method.name", "clean", "0.05", "0.1"]
+    assert table[0] == ["perturb.name", "clean", "0.05", "0.1"]
     rows = {r[0]: r[1:] for r in table[1:]}
-    assert rows["sgd"] == ["95.50", "91.00 ± 1.41", "72.00 ± 2.83"]
+    assert rows["none"] == ["95.50", "91.00 ± 1.41", "72.00 ± 2.83"]
     assert rows["sam"] == ["", "91.00 ± 0.00", "81.00 ± 1.41"]  # no clean figure on the noise subset
     by_run = read(tmp_path / "out" / "noise_additive_gaussian_by_run.csv")
-    assert by_run[0] == ["run", "method.name", "seed", "0.05", "0.1"]
+    assert by_run[0] == ["run", "perturb.name", "seed", "0.05", "0.1"]
     assert {r[0]: r[3:] for r in by_run[1:]} == {"a": ["91.00", "72.00"], "b": ["91.00", "81.00"]}
     assert written["noise_additive_gaussian.png"].stat().st_size > 1000
     assert "noise_additive_gaussian.png" in (tmp_path / "out" / "report.md").read_text()

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
+from analoglearn import schedule
 from analoglearn.config import build_config
 from analoglearn.errors import CheckpointError, TrainingDiverged
 from analoglearn.runs import RunDir
-from analoglearn.train import Seeds, fit, schedule_factor
+from analoglearn.train import Seeds, fit
 
 
 def test_training_learns_and_writes_the_run(tiny, tmp_path):
@@ -97,11 +98,11 @@ def test_per_layer_learning_rates_need_layer_groups(tiny, tmp_path):
 
 
 def test_cosine_schedule_values():
-    cfg = build_config({"optim": {"lr": 0.1, "lr_min": 0.01, "schedule": "cosine"}}).optim
-    assert schedule_factor(cfg, 0, 10, 0.1) == pytest.approx(0.1)
-    assert schedule_factor(cfg, 5, 10, 0.1) == pytest.approx(0.055)
-    assert schedule_factor(cfg, 10, 10, 0.1) == pytest.approx(0.01)
-    assert math.isclose(schedule_factor(cfg, 3, 10, 0.1), 0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2)
+    lr = schedule.learning_rate("cosine", 0.1, 0.01, 10, 1)
+    assert lr(0) == pytest.approx(0.1)
+    assert lr(5) == pytest.approx(0.055)
+    assert lr(10) == pytest.approx(0.01)
+    assert math.isclose(lr(3), 0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2)
 
 
 def test_seeds_are_distinct_and_stable():

@@ -20,7 +20,9 @@ from . import data as datasets
 from .config import Config, DataConfig, EvalConfig, OptimConfig
 from .errors import ConfigError
 from .method import Method
-from .registry import METHODS, MODELS
+from .registry import METHODS, MODELS, PERTURBATIONS
+from .robust.methods import Backprop, Clock
+from .robust.perturbation import Perturbation
 
 
 @dataclass(frozen=True)
@@ -149,23 +151,43 @@ def validate(cfg: Config) -> None:
 
 
 def build_parts(
-    cfg: Config, seeds: Seeds, device: torch.device
+    cfg: Config, seeds: Seeds, device: torch.device, steps_per_epoch: int = 1, rank: int = 0
 ) -> tuple[nn.Module, torch.optim.Optimizer, Method, Any]:
-    """The model (on ``device``), its optimiser, the method and the tile of hardware-aware training
-    (:func:`build_hardware`, None without an ``analog`` section); errors that come from combining
+    """The model (on ``device``), the optimiser (wrapped by the ``perturb`` section's SAM/ASAM/RWP, whose
+    schedule counts ``steps_per_epoch`` × ``train.epochs`` steps), the method and the tile of hardware-aware
+    training (:func:`build_hardware`, None without an ``analog`` section). ``rank``: the worker's, for
+    ``perturb.per_worker_noise`` (:mod:`analoglearn.distributed`). Errors that come from combining
     sections name the keys involved (``model.name=lenet with method.name=CEP: ...``)."""
     shape = "×".join(map(str, input_shape(cfg.data)))
     try:
         model = build_model(cfg, seeds).to(device)
     except ConfigError as err:
         raise ConfigError(_with_keys(str(err), f"model.name={cfg.model.name} on {cfg.data.name} ({shape})")) from None
-    optimizer = build_optimizer(model, cfg.optim, seeds.device)
+    noise_seed = seeds.train_noise
+    if rank and getattr(cfg.perturb.options, "per_worker_noise", False):
+        noise_seed = Seeds.derive(seeds.train_noise + rank).train_noise  # every worker its own stream
+    noise_generator = generator(noise_seed, "cpu" if device.type == "meta" else device)
     try:
-        method = METHODS.create(cfg.method.name, model, optimizer, cfg.method.options,
-                                generator=generator(seeds.train_noise, "cpu" if device.type == "meta" else device))
+        method = METHODS.create(cfg.method.name, model, cfg.method.options, generator=noise_generator)
     except ConfigError as err:
         raise ConfigError(_with_keys(str(err), f"method.name={cfg.method.name} with model.name={cfg.model.name}")) \
             from None
+    method.accumulate = cfg.train.accumulate
+    if cfg.train.autocast is not None:
+        if not isinstance(method, Backprop):
+            raise ConfigError(f"train.autocast={cfg.train.autocast} is for backprop; method.name={cfg.method.name} "
+                              "relaxes at its own precision: set method.precision (fp32, bf16, fp16) instead")
+        method.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.autocast]
+    clock = Clock(steps_per_epoch * cfg.train.epochs, steps_per_epoch)
+    base = build_optimizer(model, cfg.optim, seeds.device)
+    try:
+        optimizer = PERTURBATIONS.create(cfg.perturb.name, base, model, cfg.perturb.options, generator=noise_generator,
+                                         clock=clock)
+    except ConfigError as err:
+        raise ConfigError(_with_keys(str(err), f"perturb.name={cfg.perturb.name} with model.name={cfg.model.name}")) \
+            from None
+    if isinstance(optimizer, Perturbation):
+        optimizer.max_grad_norm = cfg.optim.clip_grad_norm
     check_eval(cfg.eval, model)
     return model, optimizer, method, build_hardware(cfg, model, seeds)
 
@@ -186,7 +208,8 @@ def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:
 
 def _with_keys(message: str, keys: str) -> str:
     """``message`` prefixed with the config keys it is about, unless it names a key path already."""
-    return message if any(f"{s}." in message for s in ("model", "method", "data", "optim")) else f"{keys}: {message}"
+    sections = ("model", "method", "perturb", "data", "optim")
+    return message if any(f"{s}." in message for s in sections) else f"{keys}: {message}"
 
 
 def eval_loader(dataset: Any, cfg: DataConfig, device: torch.device, seed: int = 0) -> Any:

@@ -33,6 +33,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(cfg)
         summary = fit(cfg, run_dir)
+    from .distributed import world
+
+    if not world().writer:  # data-parallel: rank 0 reports
+        return 0
     print(f"results: {run_dir}  (config.yaml, metrics.jsonl, summary.json, last.pt, best.pt)")
     if summary.get("test_accuracy") is not None:
         print(f"test accuracy: {summary['test_accuracy']:.2f}%")
@@ -40,8 +44,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def default_run_name(cfg: Any) -> str:
-    """``<dataset>-<model>-<method>-s<seed>-<config digest>``."""
-    return f"{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-s{cfg.seed}-{cfg.digest()}".lower()
+    """``<dataset>-<model>-<method>[+<perturbation>]-s<seed>-<config digest>``."""
+    method = cfg.method.name if cfg.perturb.name == "none" else f"{cfg.method.name}+{cfg.perturb.name}"
+    return f"{cfg.data.name}-{cfg.model.name}-{method}-s{cfg.seed}-{cfg.digest()}".lower()
 
 
 # ---------------------------------------------------------------- evaluate
@@ -197,15 +202,21 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .plugins import load_builtins
-    from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS
+    from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS, PERTURBATIONS
 
     load_builtins()
     if args.what == "analog":
         from .analog.tile import describe
 
         rows = describe()
+    elif args.what == "schedules":
+        from .schedule import NAMES
+
+        rows = list(NAMES.items())
     else:
-        rows = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "noise": NOISE_MODELS}[args.what].describe()
+        registries = {"models": MODELS, "methods": METHODS, "perturbations": PERTURBATIONS, "datasets": DATASETS,
+                      "noise": NOISE_MODELS}
+        rows = registries[args.what].describe()
     for name, summary in rows:
         print(f"{name:<20} {summary}")
     return 0
@@ -332,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list registered models, methods, datasets, noise models, or the analog "
                                          "tile settings and device models")
-    lister.add_argument("what", choices=["models", "methods", "datasets", "noise", "analog"])
+    lister.add_argument("what", choices=["models", "methods", "perturbations", "schedules", "datasets", "noise",
+                                         "analog"])
     lister.set_defaults(handler=cmd_list)
     return parser
 

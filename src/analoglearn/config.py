@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS, Registry
+from .registry import DATASETS, METHODS, MODELS, NOISE_MODELS, PERTURBATIONS, Registry
 from .schema import _coerce, _mapping, _sequence, build_dataclass, to_plain
 from .yamlfiles import apply_overrides, dump_yaml, parse_override, parse_yaml, read_yaml, set_path
 
@@ -85,10 +85,21 @@ class MethodConfig:
     """The method's options dataclass (written flat beside ``name`` in YAML)."""
 
 
+@dataclass
+class PerturbConfig:
+    """The perturbation of training: none, or SAM/ASAM/RWP wrapping the optimiser (``PERTURBATIONS``)."""
+
+    name: str = "none"
+    """Perturbation name (``analoglearn list perturbations``): none, sam, asam, rwp."""
+    options: Any = None
+    """The perturbation's options dataclass (written flat beside ``name`` in YAML)."""
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "analog_sgd")
 MAX_THREADS = 1024
 """Most CPU threads a run may ask torch for."""
 LR_SCHEDULES = ("constant", "cosine", "linear")
+AUTOCAST = ("bf16", "fp16")
 
 
 @dataclass
@@ -109,6 +120,9 @@ class OptimConfig:
     """constant, cosine (to ``lr_min`` at the last epoch, as CosineAnnealingLR) or linear."""
     lr_min: float = 0.0
     """Final learning rate of the cosine and linear schedules."""
+    clip_grad_norm: float | None = None
+    """Clip the (unscaled) gradient of every step to this global 2-norm before the optimiser steps; null: no
+    clipping."""
     device: dict[str, Any] | None = None
     """analog_sgd only: the device update model through which every update is programmed as pulses,
     ``{name: soft_bounds | constant_step | ideal, states: N, w_min, w_max, asymmetry, c2c, dw_min_d2d,
@@ -133,6 +147,8 @@ class OptimConfig:
         rates = self.lr if isinstance(self.lr, list) else [self.lr]
         if not rates or any(not r > 0 for r in rates):
             raise ConfigError(f"optim.lr must be > 0 (a number or a list of numbers), got {self.lr}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ConfigError(f"optim.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
         if self.momentum < 0 or self.weight_decay < 0 or self.lr_min < 0:
             raise ConfigError("optim.momentum, optim.weight_decay and optim.lr_min must be ≥ 0")
 
@@ -153,10 +169,26 @@ class TrainConfig:
     """Show a progress bar; default: only when output is a terminal."""
     threads: int | None = None
     """CPU threads for torch (``torch.set_num_threads``); default: torch's choice."""
+    accumulate: int = 1
+    """Split each batch into this many micro-batches whose gradients add up to the batch's (memory, not
+    results: equal to one pass within float tolerance, without BatchNorm)."""
+    autocast: str | None = None
+    """Mixed precision of backprop's forward pass: null (fp32), bf16 or fp16 (fp16 with a GradScaler;
+    SAM, ASAM and RWP included). Energy-based methods set their relaxation's precision instead
+    (``method.precision``)."""
+
+    log: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Where the metrics go: ``jsonl`` (``metrics.jsonl``, always written) and ``tensorboard`` (the
+    run's ``tensorboard/`` folder; needs ``pip install 'analoglearn[tensorboard]'``)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "eval_every")
+        from .logsinks import check
+
+        self.log = check(self.log)
+        _positive(self, "epochs", "eval_every", "accumulate")
         _positive_or_none(self, "threads")
+        if self.autocast is not None:
+            _choice(self, "autocast", AUTOCAST)
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} "
                               f"cores), got {self.threads}")
@@ -248,6 +280,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    """SAM, ASAM or RWP around the optimiser (optional); any method works under any perturbation."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -288,12 +322,43 @@ def check_seed(value: Any, where: str) -> int:
     return seed
 
 
+PERTURBED_METHODS = ("sam", "asam", "rwp")
+"""Method names that were perturbations before the ``perturb`` section (translated by :func:`translate`)."""
+
+
+def translate(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config written before the ``perturb`` section, in today's form (others are returned as they are).
+
+    ``method: {name: rwp, estimator: CEP, estimator_options: {...}, sigma: ...}`` becomes
+    ``method: {name: CEP, ...}`` and ``perturb: {name: rwp, sigma: ...}`` (``estimator: null``:
+    ``method: {name: sgd, label_smoothing}``); ``noise: NAME`` with ``noise_options`` becomes
+    ``noise: {name: NAME, **noise_options}``. So an old run's ``config.yaml`` resolves to the same run.
+    """
+    method = raw.get("method")
+    if not isinstance(method, dict) or str(method.get("name", "")).lower() not in PERTURBED_METHODS:
+        return raw
+    if "perturb" in raw:
+        raise ConfigError(f"method.name: {method['name']!r} is a perturbation: give it as perturb.name beside a "
+                          "method (sgd, CEP, ...), not as the method as well")
+    old = dict(method)
+    name = str(old.pop("name")).lower()
+    estimator, estimator_options = old.pop("estimator", None), old.pop("estimator_options", None) or {}
+    smoothing = old.pop("label_smoothing", 0.0)
+    if estimator is None:
+        new_method: dict[str, Any] = {"name": "sgd", **({"label_smoothing": smoothing} if smoothing else {})}
+    else:
+        new_method = {"name": estimator, **estimator_options}
+    if "noise" in old or "noise_options" in old:
+        old["noise"] = {"name": old.pop("noise", "additive_gaussian"), **(old.pop("noise_options", None) or {})}
+    return {**raw, "method": new_method, "perturb": {"name": name, **old}}
+
+
 def build_config(raw: dict[str, Any] | None) -> Config:
     """Validate plain data (from YAML) into a :class:`Config`."""
     from .plugins import load_builtins
 
     load_builtins()
-    raw = dict(_mapping(raw or {}, "config"))
+    raw = translate(dict(_mapping(raw or {}, "config")))
     valid = [f.name for f in dataclasses.fields(Config)]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
@@ -307,6 +372,7 @@ def build_config(raw: dict[str, Any] | None) -> Config:
     cfg.data = data
     cfg.model = ModelConfig(*_named(MODELS, raw.get("model", {}), "lenet", "model"))
     cfg.method = MethodConfig(*_named(METHODS, raw.get("method", {}), "sgd", "method"))
+    cfg.perturb = PerturbConfig(*_named(PERTURBATIONS, raw.get("perturb", {}), "none", "perturb"))
     cfg.optim = build_dataclass(OptimConfig, raw.get("optim", {}), where="optim")
     cfg.train = build_dataclass(TrainConfig, raw.get("train", {}), where="train")
     cfg.eval = build_eval(raw.get("eval", {}))

@@ -51,7 +51,6 @@ class Corruption(Protocol):
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 BN_POLICIES = ("keep", "recalibrate")
-DRAW_ON = ("cpu", "model")
 
 
 def t_quantile_975(dof: int) -> float:
@@ -139,7 +138,6 @@ class NoisyAccuracy:
     seeds: list[int]
     per_trial_top5: list[float] | None = None
     bn: str = "keep"
-    draw_on: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
     deterministic: bool = False
 
@@ -209,7 +207,6 @@ def noisy_accuracy(
     bn: str = "keep",
     calibration: Batches | None = None,
     calibration_images: int = 2000,
-    draw_on: str = "cpu",
 ) -> NoisyAccuracy:
     """Monte-Carlo accuracy of ``predict`` while ``model``'s weights carry one draw per trial.
 
@@ -223,21 +220,18 @@ def noisy_accuracy(
         bn: ``keep`` the BatchNorm statistics, or ``recalibrate`` them after each draw.
         calibration: training batches for recalibration.
         calibration_images: N, the number of training images used to recalibrate.
-        draw_on: ``cpu`` draws the noise with a CPU generator (the same trials on every machine) and
-            moves it to the model; ``model`` draws on the model's device (faster on a GPU, but a trial's
-            corruption then depends on the device type).
+
+    The noise is drawn with a CPU generator and moved to the model, so a trial's corruption is the
+    same on every machine.
     """
     if trials < 1:
         raise ConfigError(f"trials must be ≥ 1; got {trials}.")
     if bn not in BN_POLICIES:
         raise ConfigError(f"bn must be one of {', '.join(BN_POLICIES)}; got {bn!r}.")
-    if draw_on not in DRAW_ON:
-        raise ConfigError(f"draw_on must be one of {', '.join(DRAW_ON)}; got {draw_on!r}.")
-    device = next(model.parameters()).device if draw_on == "model" else torch.device("cpu")
     seeds = [trial_seed(seed, noise_model.label, noise_model.strength, t) for t in range(trials)]
     results = []
     for s in seeds[:1] if noise_model.deterministic else seeds:
-        generator = torch.Generator(device=device).manual_seed(s)
+        generator = torch.Generator().manual_seed(s)
         with noise_model.applied(model, generator):
             calib = recalibrated_batchnorm(model, calibration, calibration_images)
             with calib if bn == "recalibrate" else contextlib.nullcontext():
@@ -246,7 +240,7 @@ def noisy_accuracy(
     top1 = [r.top1 for r in results]
     top5 = [r.top5 for r in results] if results[0].top5 is not None else None
     return NoisyAccuracy(noise_model.label, noise_model.strength, trials, **summarize(top1), per_trial=top1,
-                         seeds=seeds, per_trial_top5=top5, bn=bn, draw_on=draw_on, options=noise_model.describe(),
+                         seeds=seeds, per_trial_top5=top5, bn=bn, options=noise_model.describe(),
                          deterministic=noise_model.deterministic)
 
 

@@ -1,80 +1,89 @@
-"""The training-method contract shared by both pillars.
+"""The step contract shared by both pillars (DESIGN.md, "The closure contract").
 
-A *method* turns one batch into an optimiser step. The training loop (:mod:`analoglearn.train`)
-builds the model and a torch optimiser from the config, then the method from
-``METHODS.create(name, model, optimizer, options, generator=...)`` and calls, per batch,
-``method.train_step(x, y, progress)``. Backprop methods (``sgd``, ``sam``, ``asam``, ``rwp``) and
-energy-based estimators (``CEP``, ``PEP``, ...) implement the same four calls, so the loop, the
-checkpoints and the evaluation never ask which pillar a run belongs to.
+A *method* turns a batch into a *closure*. The training loop (:mod:`analoglearn.train`) builds the
+model, the optimiser (a torch optimiser, or SAM/ASAM/RWP wrapping one: the ``perturb`` section) and
+the method from ``METHODS.create(name, model, options, generator=...)``, then per batch::
+
+    outcome = optimizer.step(method.closure(x, y, scaler))     # zero_grad first for a plain optimiser
+
+The closure takes no arguments, fills ``.grad`` with the gradient at the current weights (adding to
+what is there, as ``backward()`` does; the caller zeroes ``.grad`` before each call) and returns an
+:class:`Outcome`, the batch's loss and correct count. Backprop (``sgd``) runs forward and backward;
+an energy-based estimator (``CEP``, ``PEP``, ...) relaxes and writes its estimate ``ĝ``. A
+perturbation calls it once or more around moving the weights, so every method meets every
+perturbation. Nothing else passes between loop, method and optimiser but an optional
+``torch.amp.GradScaler``: under it the closure leaves ``S·∇L`` in ``.grad`` (S the current scale).
+
+Two settings of the loop reach the method as attributes: ``accumulate`` (k micro-batches summed into
+one closure call; the gradient is that of the whole batch) and ``autocast`` (a dtype for
+``torch.autocast`` of the forward pass, or None).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+GradScaler = torch.amp.GradScaler
 
-@dataclass(frozen=True)
-class Progress:
-    """Where training stands, for schedules.
 
-    Attributes:
-        step: optimiser steps completed before this one (0-based, global).
-        epoch: current epoch (0-based).
-        steps_per_epoch: batches in one epoch.
-        total_steps: ``epochs * steps_per_epoch``.
+@dataclass
+class Outcome:
+    """What a closure returns: its batch-mean loss (unscaled) and how many examples it got right.
+
+    ``float(outcome)`` is the loss, so any code that expects a closure to return a loss works.
+    ``correct`` counts predictions at the weights of the call (for SAM's first call: the clean ones).
     """
 
-    step: int
-    epoch: int
-    steps_per_epoch: int
-    total_steps: int
+    loss: torch.Tensor
+    """Batch-mean loss, a detached 0-dim tensor."""
+    correct: int
+    """Examples of the batch whose prediction was right."""
 
-    @property
-    def fraction(self) -> float:
-        """Fraction of training done, t/T ∈ [0, 1)."""
-        return self.step / max(self.total_steps, 1)
+    def __float__(self) -> float:
+        return float(self.loss)
+
+
+Closure = Callable[[], Outcome]
+
+
+def chunks(x: torch.Tensor, y: torch.Tensor, parts: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """``x, y`` split into ``min(parts, B)`` micro-batches ``(x_i, y_i, b_i/B)`` along the batch axis."""
+    n = min(parts, x.shape[0])
+    return [(xi, yi, xi.shape[0] / x.shape[0]) for xi, yi in zip(x.tensor_split(n), y.tensor_split(n))]
 
 
 class Method:
-    """Base class of training methods.
-
-    Subclasses implement :meth:`train_step`; the others have sensible defaults.
+    """Base class of training methods; subclasses implement :meth:`closure`.
 
     Args:
-        model: the network; its parameters are those of ``optimizer``.
-        optimizer: a torch optimiser over ``model``'s parameters (the method may wrap it).
+        model: the network.
         options: the method's options dataclass instance (see its registry entry), or ``None``.
-        generator: the method's own random generator (training noise), derived from the run seed.
+        generator: the method's own random generator, derived from the run seed.
+
+    Attributes:
+        accumulate: micro-batches per closure call (``train.accumulate``), ≥ 1.
+        autocast: dtype of ``torch.autocast`` around the forward pass (``train.autocast``), or None.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        options: Any = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, options: Any = None, *, generator: torch.Generator | None = None) -> None:
         self.model = model
-        self.optimizer = optimizer
         self.options = options
         self.generator = generator
+        self.accumulate = 1
+        self.autocast: torch.dtype | None = None
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, progress: Progress) -> dict[str, float]:
-        """One optimiser step on a batch.
+    def closure(self, x: torch.Tensor, y: torch.Tensor, scaler: GradScaler | None = None) -> Closure:
+        """The closure of one batch.
 
         Args:
             x: normalised inputs, shape ``(B, C, H, W)``.
             y: integer labels, shape ``(B,)``.
-            progress: position in training, for schedules.
-
-        Returns:
-            metrics of the batch: at least ``loss`` (batch mean, float) and ``correct``
-            (number of examples whose prediction before the step was right).
+            scaler: an enabled ``GradScaler``: the closure leaves ``S·∇L`` in ``.grad``.
         """
         raise NotImplementedError
 

@@ -111,8 +111,9 @@ class Registry(Generic[F]):
         entry = self.get(name)
         if entry.options is None:
             if values:
-                raise ConfigError(f"{where or self.kind}: {self.kind} {entry.name!r} takes no options; "
-                                  f"got {sorted(values, key=str)}.")
+                keys = sorted(values, key=str)
+                at = f"{where}.{keys[0]}" if where else self.kind
+                raise ConfigError(f"{at}: {self.kind} {entry.name!r} takes no options; got {keys}.")
             return None
         return build_dataclass(entry.options, values, where=where or f"{self.kind} {entry.name!r}")
 
@@ -124,5 +125,5 @@ class Registry(Generic[F]):
 DATASETS: Registry[Any] = Registry("dataset")
 MODELS: Registry[Any] = Registry("model")
 METHODS: Registry[Any] = Registry("method")
+PERTURBATIONS: Registry[Any] = Registry("perturbation")
 NOISE_MODELS: Registry[Any] = Registry("noise model")
-SCHEDULES: Registry[Any] = Registry("schedule")

@@ -111,10 +111,10 @@ def find_runs(dirs: list[str | Path]) -> list[Run]:
     return runs
 
 
-IGNORED = ("seed", "train.progress", "train.threads", "train.device", "data.root", "data.eval_batch_size")
+IGNORED = ("seed", "train.progress", "train.threads", "train.device", "train.log", "data.root", "data.eval_batch_size")
 
 
-MAIN_KEYS = ("data.name", "model.name", "method.name")
+MAIN_KEYS = ("data.name", "model.name", "method.name", "perturb.name")
 
 
 def varying_keys(runs: list[Run]) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from . import data as datasets
+from . import distributed, schedule
 from .build import (
     Seeds,
     build_model,
@@ -36,37 +37,50 @@ from .build import (
     validate,
 )
 from .config import Config, OptimConfig, build_config
-from .errors import CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
+from .errors import AnalogLearnError, CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
 from .evaluate import accuracy
-from .method import Progress
+from .logsinks import Sinks
+from .method import Closure, GradScaler, Outcome
+from .robust.perturbation import Perturbation
 from .runs import BEST, ENV, LAST, RunDir, environment
 from .storage import storage_message, write_json
 
 CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
 __all__ = ["Seeds", "Trainer", "build_model", "fit", "fit_locked", "load_trainer", "prepare", "resolve_device",
-           "schedule_factor", "start", "validate"]
-
-
-def schedule_factor(cfg: OptimConfig, epoch: int, epochs: int, base: float) -> float:
-    """Learning rate of a group with initial rate ``base`` at ``epoch`` (stepped per epoch).
-
-    cosine: lr_min + (base − lr_min)·(1 + cos(π·e/E))/2 (CosineAnnealingLR's closed form);
-    linear: base + (lr_min − base)·e/E; constant: base.
-    """
-    t = epoch / max(epochs, 1)
-    if cfg.schedule == "cosine":
-        return cfg.lr_min + (base - cfg.lr_min) * (1 + math.cos(math.pi * t)) / 2
-    if cfg.schedule == "linear":
-        return base + (cfg.lr_min - base) * t
-    return base
+           "start", "take_step", "validate"]
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epoch: int, epochs: int) -> float:
-    """Set every group's rate for ``epoch``; return the first group's."""
+    """Set every group's rate for ``epoch`` (:func:`analoglearn.schedule.learning_rate` of its initial rate,
+    stepped per epoch); return the first group's."""
     for group in optimizer.param_groups:
-        group["lr"] = schedule_factor(cfg, epoch, epochs, group["initial_lr"])
+        group["lr"] = schedule.learning_rate(cfg.schedule, group["initial_lr"], cfg.lr_min, epochs, 1)(epoch)
     return optimizer.param_groups[0]["lr"]
+
+
+def take_step(optimizer: torch.optim.Optimizer, closure: Closure, scaler: GradScaler | None = None,
+              clip: float | None = None) -> Outcome:
+    """One optimiser step on a closure: a perturbation calls it itself (``step(closure, scaler)``); a
+    plain optimiser gets ``.grad`` zeroed, one call, the optional clipping to ‖g‖₂ ≤ ``clip`` (of the
+    unscaled gradient) and its step (through ``scaler`` when given). Returns the closure's outcome."""
+    if isinstance(optimizer, Perturbation):
+        return optimizer.step(closure, scaler=scaler)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        outcome = closure()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if scaler is not None:
+        if clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return outcome
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    return outcome
 
 
 def test_metrics(predict: Callable[[torch.Tensor], torch.Tensor], loader: Any) -> dict[str, float]:
@@ -85,10 +99,15 @@ class Trainer:
     """Holds everything a run needs; ``run()`` trains, checkpoints and evaluates."""
 
     def __init__(self, cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.run_dir, self.log = cfg, run, log
+        self.world = distributed.world()
+        self.cfg, self.run_dir = cfg, run
+        self.log = log if self.world.writer else (lambda line: None)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = resolve_device(cfg.train.device)
+        if self.world.active and self.device.type == "cuda":  # one GPU per worker
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
         self.seeds = Seeds.derive(cfg.seed)
         check_subsets(cfg)
         input_shape(cfg.data)
@@ -98,7 +117,10 @@ class Trainer:
                                             augment=cfg.data.augment, seed=self.seeds.data, device=self.device,
                                             pad_to=cfg.data.pad_to)
         self.test_loader = eval_loader(self.test_set, cfg.data, self.device)
-        self.model, self.optimizer, self.method, self.hardware = build_parts(cfg, self.seeds, self.device)
+        self.model, self.optimizer, self.method, self.hardware = build_parts(cfg, self.seeds, self.device,
+                                                                             len(self.train_loader), self.world.rank)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.train.autocast == "fp16" else None
         self.epoch, self.batch, self.step = 0, 0, 0
         self.stop_signal: int | None = None
         self.in_epoch = False  # where a stop signal waits for the end of the batch (stop_on_signals)
@@ -120,7 +142,23 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "partial": dict(self.partial), "history": list(self.history), "best_test_error": self.best_error,
             **({"analog": self.hardware.state_dict()} if self.hardware is not None else {}),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **({"workers": distributed.gather(self.worker_state(), self.world)} if self.world.active else {}),
         }
+
+    def worker_state(self) -> dict[str, Any]:
+        """What differs between workers: the method's state (warm starts of its shard), its generator and
+        torch's (random operations on shards of different sizes draw different amounts)."""
+        gen = self.method.generator
+        return {"method": self.method.state_dict(), "generator": gen.get_state() if gen is not None else None,
+                "torch": torch.get_rng_state()}
+
+    def save(self, name: str = LAST) -> None:
+        """Write a checkpoint (rank 0; every worker takes part in gathering the state)."""
+        distributed.broadcast_buffers(self.model, self.world)
+        state = self.state()
+        if self.world.writer:
+            self.run_dir.save_checkpoint(state, name)
 
     def load_state(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
         """Restore :meth:`state` (inverse); a checkpoint of another run, model or width raises
@@ -156,9 +194,18 @@ class Trainer:
                         source=f"checkpoint {str(path)!r}")
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        workers = state.get("workers", [])
+        if len(workers) != (self.world.size if self.world.active else 0):
+            raise CheckpointError(f"the checkpoint was written by {max(len(workers), 1)} worker(s) and this run has "
+                                  f"{self.world.size}: resume it with torchrun --nproc_per_node {max(len(workers), 1)}")
+        optimizer, method = state["optimizer"], state["method"]
+        if set(method) == {"perturbation", "inner"}:  # written when SAM/ASAM/RWP were methods
+            optimizer, method = {"base": optimizer, **method["perturbation"]}, method["inner"]
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(optimizer)
+        self.method.load_state_dict(method)
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["generators"]["torch"])
         if self.method.generator is not None and state["generators"]["method"] is not None:
             self.method.generator.set_state(state["generators"]["method"])
@@ -167,6 +214,12 @@ class Trainer:
         self.best_error = state["best_test_error"]
         if self.hardware is not None:
             self.hardware.load_state_dict(state["analog"])
+        if workers:
+            mine = workers[self.world.rank]
+            self.method.load_state_dict(mine["method"])
+            torch.set_rng_state(mine["torch"])
+            if self.method.generator is not None and mine["generator"] is not None:
+                self.method.generator.set_state(mine["generator"])
 
     # ------------------------------------------------------------------ training
     def run(self) -> dict[str, Any]:
@@ -178,7 +231,10 @@ class Trainer:
         ``train --resume`` continues exactly.
         """
         epochs = self.cfg.train.epochs
-        with self.stop_on_signals():
+        resumed = self.step if self.history or self.step else None
+        names = self.cfg.train.log if self.world.writer else ["jsonl"]  # jsonl: a no-op sink
+        with self.stop_on_signals(), Sinks(names, self.run_dir.path, resume_step=resumed) as sinks:
+            self.sinks = sinks
             while self.epoch < epochs:
                 self.train_epoch()
             return self.finish()
@@ -230,25 +286,31 @@ class Trainer:
         self.end_epoch(lr)
 
     def _train_batches(self, bar: Any, steps: int, every: int, start: float) -> None:
-        for x, y in self.train_loader.epoch(self.epoch, start_batch=self.batch):
-            progress = Progress(self.step, self.epoch, steps, steps * self.cfg.train.epochs)
+        local = 1 if getattr(self.cfg.perturb.options, "local_ascent", False) else 0
+        for x_all, y_all in self.train_loader.epoch(self.epoch, start_batch=self.batch):
+            x, y = distributed.shard(x_all, y_all, self.world)
             with self.hardware.reads() if self.hardware is not None else contextlib.nullcontext():
-                record = self.method.train_step(x, y, progress)
+                closure = self.method.closure(x, y, self.scaler)
+                if self.world.active:
+                    closure = distributed.synced(closure, self.params, len(y), len(y_all), self.world, local)
+                outcome = take_step(self.optimizer, closure, self.scaler, self.cfg.optim.clip_grad_norm)
             if self.hardware is not None:
                 self.hardware.clip_weights()
-            self.check_finite(record.get("loss", 0.0))
-            self.partial["loss_sum"] += record["loss"] * len(y)
-            self.partial["correct"] += record.get("correct", 0.0)
-            self.partial["count"] += len(y)
+            loss = float(outcome)
+            self.check_finite(loss)
+            self.partial["loss_sum"] += loss * len(y_all)
+            self.partial["correct"] += float(outcome.correct)
+            self.partial["count"] += len(y_all)
             self.batch, self.step = self.batch + 1, self.step + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if (every and self.step % every == 0 and self.batch < steps) or self.stop_signal is not None:
+                bar.set_postfix(loss=f"{loss:.4f}")
+            stop = distributed.agree(self.stop_signal is not None, self.world)  # all workers stop at one batch
+            if (every and self.step % every == 0 and self.batch < steps) or stop:
                 self.partial["seconds"] += time.perf_counter() - start
                 start = time.perf_counter()
-                self.run_dir.save_checkpoint(self.state())
-            if self.stop_signal is not None:
+                self.save()
+            if stop:
                 raise self.preempted()
         self.partial["seconds"] += time.perf_counter() - start
 
@@ -261,7 +323,11 @@ class Trainer:
             "train_error": 100.0 * (1 - p["correct"] / max(p["count"], 1)),
         }
         record.update(self.method.epoch_metrics())
+        if isinstance(self.optimizer, Perturbation):
+            record["rho" if self.cfg.perturb.name in ("sam", "asam") else "sigma"] = self.optimizer.current_strength()
+            record.update(self.optimizer.epoch.summary())
         last = self.epoch + 1 == epochs
+        distributed.broadcast_buffers(self.model, self.world)
         if last or (self.epoch + 1) % self.cfg.train.eval_every == 0:
             start = time.perf_counter()
             record.update(test_metrics(self.method.predict, self.test_loader))
@@ -275,10 +341,12 @@ class Trainer:
         if improved:
             self.best_error = record["test_error"]
         state = self.state()
-        if improved:  # best.pt first: a kill between the two redoes the epoch and writes both again
-            self.run_dir.save_checkpoint(state, BEST)
-        self.run_dir.save_checkpoint(state)
-        self.run_dir.write_metrics(self.history)
+        if self.world.writer:
+            if improved:  # best.pt first: a kill between the two redoes the epoch and writes both again
+                self.run_dir.save_checkpoint(state, BEST)
+            self.sinks.scalars(self.step, record)  # before the checkpoint: a resume purges what follows it
+            self.run_dir.save_checkpoint(state)
+            self.run_dir.write_metrics(self.history)
         self.log(format_record(record, epochs))
 
     def check_finite(self, loss: float) -> None:
@@ -295,7 +363,9 @@ class Trainer:
     def diverged(self, what: str) -> TrainingDiverged:
         kept = f"last good checkpoint: epoch {self.epoch}" if (self.run_dir.path / LAST).is_file() else \
             "no checkpoint had been written yet"
-        self.run_dir.write_summary({"status": "diverged", "epoch": self.epoch + 1, "step": self.step, "reason": what})
+        if self.world.writer:
+            self.run_dir.write_summary({"status": "diverged", "epoch": self.epoch + 1, "step": self.step,
+                                        "reason": what})
         return TrainingDiverged(
             f"training diverged at epoch {self.epoch + 1}, step {self.step}: {what}. "
             f"{kept} ({self.run_dir.path / LAST}). Try a lower optim.lr."
@@ -326,6 +396,8 @@ class Trainer:
         from .assess import assess_after_training
 
         final = self.history[-1] if self.history else {}
+        if not self.world.writer:  # rank 0 evaluates and writes alone; no collective follows
+            return {"status": "finished", "epochs": len(self.history), "steps": self.step}
         self.write_artifacts()
         summary: dict[str, Any] = {
             "status": "finished",
@@ -399,28 +471,40 @@ def prepare(cfg: Config | None, run_dir: str | Path, *, resume: bool = False,
     else:
         if cfg is None:
             raise ConfigError("a new run needs a config")
-        run.ensure_new()
+        if distributed.world().writer:  # other workers: rank 0 checks (and then creates) the folder
+            run.ensure_new()
     return Trainer(cfg, run, log)
 
 
 def start(trainer: Trainer, *, resume: bool = False) -> dict[str, Any]:
-    """Train a prepared run (the caller holds its lock); return its summary."""
-    run, log = trainer.run_dir, trainer.log
+    """Train a prepared run (the caller holds its lock); return its summary. With several workers
+    (:mod:`analoglearn.distributed`) only rank 0 writes, and all of them start or fail together."""
+    run, log, world = trainer.run_dir, trainer.log, trainer.world
     try:
-        run.remove_stale()
-        if resume:
-            if run.finished():  # finished by another process since it was prepared
-                return run.summary() or {}
-            if (run.path / LAST).is_file():
-                trainer.restore(LAST)
-                run.write_metrics(trainer.history)
-                log(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
-            else:
-                log(f"no checkpoint in {run.path} yet: starting from the beginning")
-            if not (run.path / ENV).is_file():  # a start killed before env.json (older versions)
-                write_json(run.path / ENV, environment(trainer.device))
-        else:
-            RunDir.create(run.path, trainer.cfg, trainer.device)
+        error: BaseException | None = None
+        try:
+            if world.writer:
+                run.remove_stale()
+            if resume:
+                if run.finished():  # finished by another process since it was prepared
+                    return run.summary() or {}
+                if (run.path / LAST).is_file():
+                    trainer.restore(LAST)
+                    if world.writer:
+                        run.write_metrics(trainer.history)
+                    log(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+                else:
+                    log(f"no checkpoint in {run.path} yet: starting from the beginning")
+                if world.writer and not (run.path / ENV).is_file():  # a start killed before env.json
+                    write_json(run.path / ENV, environment(trainer.device))
+            elif world.writer:
+                RunDir.create(run.path, trainer.cfg, trainer.device)
+        except (AnalogLearnError, OSError) as err:
+            error = err
+        error = distributed.first_failure(error, world, lambda r: f"worker {r} could not start the run (see its "
+                                                                  "message)")
+        if error is not None:
+            raise error
         return trainer.run()
     except OSError as err:
         raise StorageError(storage_message(err, run.path)) from None
@@ -436,13 +520,21 @@ def fit(
     :class:`RunBusy`). Returns the run's summary (also written to ``summary.json``); resuming a
     finished run changes nothing and returns its summary.
     """
-    if resume and RunDir(run_dir).locked():
+    world = distributed.world()
+    if resume and world.writer and RunDir(run_dir).locked():
         with RunDir(run_dir).lock():  # raises RunBusy, naming the process that trains it
             pass
-    prepared = prepare(cfg, run_dir, resume=resume, log=log)
+    error: BaseException | None = None
+    try:
+        prepared = prepare(cfg, run_dir, resume=resume, log=log)
+    except AnalogLearnError as err:
+        error = err
+    error = distributed.first_failure(error, world, lambda r: f"worker {r} refused the run (see its message)")
+    if error is not None:
+        raise error
     if isinstance(prepared, dict):
         return prepared
-    with RunDir(run_dir).lock():
+    with RunDir(run_dir).lock() if world.writer else contextlib.nullcontext():
         return start(prepared, resume=resume)
 
 

@@ -98,20 +98,19 @@ HAT_TILE = {"in_range": "calibrated", "dac_bits": 6, "adc_bits": 6, "out_bound":
             "tile_rows": 64}
 
 
-def hat_config(tiny, method: dict | None = None) -> dict:
+def hat_config(tiny, perturb: dict | None = None) -> dict:
     raw = tiny(data={"batch_size": 32, "train_subset": 320, "test_subset": 100},
                train={"epochs": 2, "checkpoint_every": 3}, analog={"tile": HAT_TILE, "calibration_images": 64})
     raw["model"] = {"name": "lenet"}
-    raw["method"] = method or {"name": "sgd"}
+    raw["perturb"] = perturb or {"name": "none"}
     return raw
 
 
-@pytest.mark.parametrize("method", [{"name": "sgd"}, {"name": "rwp", "sigma": 0.05}])
-def test_hardware_aware_training_resumes_exactly(tiny, interrupted_and_resumed, method):
-    from analoglearn.robust.methods import Backprop, Perturbed
+@pytest.mark.parametrize("perturb", [{"name": "none"}, {"name": "rwp", "sigma": 0.05}])
+def test_hardware_aware_training_resumes_exactly(tiny, interrupted_and_resumed, perturb):
+    from analoglearn.robust.methods import Backprop
 
-    cls = Perturbed if method["name"] == "rwp" else Backprop
-    full, resumed = interrupted_and_resumed(build_config(hat_config(tiny, method)), cls, stop_after=8)
+    full, resumed = interrupted_and_resumed(build_config(hat_config(tiny, perturb)), Backprop, stop_after=8)
     assert full == resumed and len(full) == 2
 
 

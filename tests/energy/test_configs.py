@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from analoglearn import config
+from analoglearn.plugins import load_builtins
+
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "ebl").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_loads(path):
-    config = pytest.importorskip("analoglearn.config")
-    from analoglearn.plugins import load_builtins
-
     load_builtins()
     cfg = config.load_config(path)
     assert cfg.model.name in ("dchn32", "dchn_cpu")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from ebl_helpers import CLASSES, IN_SHAPE, make_net
+from ebl_helpers import IN_SHAPE, make_net
 from torch import nn
 
 from analoglearn.energy.network import HopfieldNetwork
@@ -69,9 +69,24 @@ def test_initialisation_bounds_and_determinism():
         assert bias.abs().max() <= 0.5 / math.sqrt(inter.fan_in)
 
 
-def test_forward_returns_output_layer(net, batch):
+def test_calling_the_network_raises_and_names_the_ways_to_relax_it(net, batch):
     x, _ = batch
-    assert net(x).shape == (x.shape[0], CLASSES)
+    with pytest.raises(TypeError, match=r"method\.predict\(x\).*Minimizer\(\.\.\.\)\.relax"):
+        net(x)
+    assert not hasattr(net, "eval_iterations") and not hasattr(net, "num_layers")
+
+
+def test_state_dict_keys_are_those_of_existing_checkpoints(net):
+    assert list(net.state_dict()) == [
+        "interactions.0.conv.weight",
+        "interactions.1.conv.weight",
+        "interactions.2.linear.weight",
+        "biases.0",
+        "biases.1",
+        "biases.2",
+    ]
+    assert [(m.source, m.target) for m in net.interactions] == [(0, 1), (1, 2), (2, 3)]
+    assert net.incoming == [[], [0], [1], [2]] and net.outgoing == [[0], [1], [2], []]
 
 
 def test_presets_check_shapes_and_gains():

@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from analoglearn.noise import AdditiveGaussian
+from analoglearn.registry import METHODS
 from analoglearn.robust.perturbation import Perturbation
 from analoglearn.robust.rwp import RWP
 from analoglearn.robust.sam import ASAM, SAM
+from analoglearn.train import take_step
 
 WRAPPERS = {
     "sam": lambda base, model: SAM(base, rho=0.05, model=model, diagnostics=True),
@@ -44,19 +46,16 @@ def counting(scaler: torch.amp.GradScaler) -> list[object]:
 def train(
     wrapper: str, dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None, steps: int = 30
 ) -> tuple[list[float], Perturbation]:
-    """``steps`` full-batch steps under autocast to ``dtype`` (None: fp32); the losses and the optimiser."""
+    """``steps`` full-batch steps of the ``sgd`` method's closure under autocast to ``dtype`` (None: fp32);
+    the losses and the optimiser."""
     model, x, y = problem()
     base = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     opt = WRAPPERS[wrapper](base, model)
-
-    def closure() -> torch.Tensor:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        return loss.detach()
+    method = METHODS.create("sgd", model, None, generator=None)
+    method.autocast = dtype  # the closure backpropagates scaler.scale(loss) under a scaler
 
     calls = counting(scaler) if scaler is not None else []
-    losses = [opt.step(closure, scaler=scaler) for _ in range(steps)]
+    losses = [float(take_step(opt, method.closure(x, y, scaler), scaler)) for _ in range(steps)]
     if scaler is not None:
         assert calls == [base] * steps  # one unscale per step, all through the scaler
     assert all(p.dtype == torch.float32 for p in model.parameters())

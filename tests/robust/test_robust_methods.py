@@ -1,4 +1,5 @@
-"""The registered methods sam, asam and rwp: steps, metrics, options and resumable state."""
+"""The perturbations sam, asam and rwp of the ``perturb`` section around the ``sgd`` method: steps,
+diagnostics, options, resumable state, and the old ``method: {name: rwp|sam, ...}`` form."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+from analoglearn import schedule
+from analoglearn.config import build_config
 from analoglearn.errors import ConfigError
-from analoglearn.method import Progress
-from analoglearn.registry import METHODS
-from analoglearn.robust.methods import ASAMOptions, RWPOptions, SAMOptions
+from analoglearn.method import Outcome
+from analoglearn.registry import METHODS, PERTURBATIONS
+from analoglearn.robust.methods import ASAMOptions, Clock, RWPOptions, SAMOptions
+from analoglearn.robust.perturbation import Perturbation
+from analoglearn.train import take_step
+
+CLOCK = Clock(total_steps=8, steps_per_epoch=4)
 
 
 def tiny_net() -> nn.Module:
@@ -26,25 +33,38 @@ def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(name: str, options, steps: range, model=None, opt_state=None, method_state=None):
+    """``perturb: {name, **options}`` around ``method: sgd``, stepped on ``batch(t)`` for t in ``steps``;
+    per step its outcome and the strength it was taken at."""
     model = model or tiny_net()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    method = METHODS.create(name, model, optimizer, options, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)  # one generator for method and perturbation, as build_parts
+    base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = PERTURBATIONS.create(name, base, model, options, generator=generator, clock=CLOCK)
+    method = METHODS.create("sgd", model, None, generator=generator)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
         method.load_state_dict(method_state)
-    metrics = [method.train_step(*batch(t), Progress(t, t // 4, 4, 8)) for t in steps]
+    metrics = []
+    for t in steps:
+        strength = optimizer.current_strength() if isinstance(optimizer, Perturbation) else None
+        metrics.append((take_step(optimizer, method.closure(*batch(t))), strength))
     return model, optimizer, method, metrics
 
 
 @pytest.mark.parametrize(
-    ("name", "options", "key"),
-    [("sam", SAMOptions(rho=0.1, schedule="quadratic"), "rho"), ("asam", ASAMOptions(), "rho"),
-     ("rwp", RWPOptions(sigma=0.05, mix=0.5, samples=2, diagnostics=True), "sigma"),
-     ("rwp", RWPOptions(sigma=0.05, schedule="feedback", noise="multiplicative_gaussian"), "sigma")],
+    ("name", "options", "strength"),
+    [("sam", SAMOptions(rho=0.1, schedule="quadratic"), schedule.ramp(0.0, 0.1, 8, shape="quadratic")),
+     ("asam", ASAMOptions(), schedule.constant(0.5)),
+     ("rwp", RWPOptions(sigma=0.05, mix=0.5, samples=2, diagnostics=True), schedule.constant(0.05)),
+     ("rwp", RWPOptions(sigma=0.05, schedule="feedback", noise={"name": "multiplicative_gaussian"}), None)],
 )
-def test_methods_train_and_resume_identically(name: str, options, key: str) -> None:
-    straight, *_ , metrics = run(name, options, range(8))
-    assert set(metrics[0]) >= {"loss", "correct", key}
+def test_perturbations_train_and_resume_identically(name: str, options, strength) -> None:
+    straight, optimizer, _, metrics = run(name, options, range(8))
+    for t, (outcome, at) in enumerate(metrics):
+        assert isinstance(outcome, Outcome) and outcome.loss.dim() == 0 and 0 <= outcome.correct <= 8
+        if strength is not None:
+            assert at == strength(t)
+    if strength is None:  # feedback: the clock advanced on every step the perturbed gradient kept its size
+        assert 0 < optimizer.strength.clock <= 8 and metrics[-1][1] <= 0.05
     model, optimizer, method, _ = run(name, options, range(4))
     states = copy.deepcopy((model.state_dict(), optimizer.state_dict(), method.state_dict()))
     fresh = tiny_net()
@@ -54,19 +74,23 @@ def test_methods_train_and_resume_identically(name: str, options, key: str) -> N
         assert torch.equal(a, b)
 
 
-def test_epoch_metrics_are_the_diagnostics() -> None:
-    *_, method, _ = run("sam", SAMOptions(rho=0.05), range(3))
-    metrics = method.epoch_metrics()
+def test_epoch_diagnostics() -> None:
+    *_, optimizer, _, _ = run("sam", SAMOptions(rho=0.05), range(3))
+    metrics = optimizer.epoch.summary()
     assert set(metrics) == {"clean_loss", "perturbed_loss", "grad_norm", "perturbed_grad_norm", "grad_cosine",
                             "grad_ratio", "sharpness", "strength"}
-    assert method.epoch_metrics() == {}  # reset after reading
-    *_, quiet, _ = run("rwp", RWPOptions(), range(2))
-    assert quiet.epoch_metrics() == {}
+    assert metrics["strength"] == pytest.approx(0.05)
+    assert optimizer.epoch.summary() == {}  # reset after reading
+    *_, quiet, _, _ = run("rwp", RWPOptions(), range(2))
+    assert quiet.epoch.summary() == {}
 
 
-def test_sgd_still_works() -> None:
-    _, _, _, metrics = run("sgd", None, range(2))
-    assert set(metrics[0]) == {"loss", "correct"}
+def test_sgd_without_a_perturbation() -> None:
+    _, optimizer, _, metrics = run("none", None, range(2))
+    assert type(optimizer) is torch.optim.SGD  # perturb: none is the base optimiser itself
+    outcome, _ = metrics[0]
+    assert isinstance(outcome, Outcome) and outcome.loss.dim() == 0 and float(outcome) > 0
+    assert isinstance(outcome.correct, int) and 0 <= outcome.correct <= 8
 
 
 def test_invalid_options_are_config_errors() -> None:
@@ -75,16 +99,57 @@ def test_invalid_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="Valid schedules"):
         SAMOptions(schedule="exponential")
     with pytest.raises(ConfigError, match="Valid noise models"):
-        RWPOptions(noise="salt")
+        RWPOptions(noise={"name": "salt"})
     with pytest.raises(ConfigError, match=r"valid: .*scale"):
-        RWPOptions(noise_options={"scael": "rms"})
+        RWPOptions(noise={"name": "additive_gaussian", "scael": "rms"})
     with pytest.raises(ConfigError, match="mix"):
         RWPOptions(mix=2.0)
 
 
 def test_options_build_from_config_sections() -> None:
-    options = METHODS.build_options(
+    options = PERTURBATIONS.build_options(
         "rwp", {"sigma": 0.05, "schedule": "quadratic", "schedule_options": {"per": "epoch"},
-                "noise_options": {"scale": "tensor-max"}, "samples": 2}
+                "noise": {"name": "additive_gaussian", "scale": "tensor-max"}, "samples": 2}
     )
     assert isinstance(options, RWPOptions) and options.samples == 2
+    assert options.noise == {"name": "additive_gaussian", "scale": "tensor-max"}
+
+
+ENERGY = {"free_iterations": 6, "nudged_iterations": 3, "eval_iterations": 6}
+OLD_AND_NEW = {
+    "sgd+rwp": (
+        {"name": "rwp", "sigma": 0.05, "mix": 0.5, "noise": "multiplicative_gaussian", "noise_options": {"bias": True},
+         "label_smoothing": 0.1},
+        {"name": "sgd", "label_smoothing": 0.1},
+        {"name": "rwp", "sigma": 0.05, "mix": 0.5, "noise": {"name": "multiplicative_gaussian", "bias": True}},
+    ),
+    "sgd+sam": (
+        {"name": "sam", "rho": 0.1, "schedule": "quadratic", "schedule_options": {"per": "epoch"}},
+        {"name": "sgd"},
+        {"name": "sam", "rho": 0.1, "schedule": "quadratic", "schedule_options": {"per": "epoch"}},
+    ),
+    "CEP+rwp": (
+        {"name": "rwp", "estimator": "CEP", "estimator_options": ENERGY, "sigma": 0.05, "schedule": "feedback"},
+        {"name": "CEP", **ENERGY},
+        {"name": "rwp", "sigma": 0.05, "schedule": "feedback"},
+    ),
+    "CEP+sam": (
+        {"name": "sam", "estimator": "CEP", "estimator_options": ENERGY, "rho": 0.05},
+        {"name": "CEP", **ENERGY},
+        {"name": "sam", "rho": 0.05},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OLD_AND_NEW))
+def test_the_old_method_form_resolves_to_the_perturb_section(case: str) -> None:
+    old, method, perturb = OLD_AND_NEW[case]
+    model = {"name": "tiny"} if method["name"] == "CEP" else {"name": "mlp"}
+    translated = build_config({"model": model, "method": old}).to_dict()
+    assert translated == build_config({"model": model, "method": method, "perturb": perturb}).to_dict()
+    assert translated["perturb"]["name"] == perturb["name"] and translated["method"]["name"] == method["name"]
+
+
+def test_a_perturbation_named_as_the_method_beside_a_perturb_section_is_refused() -> None:
+    with pytest.raises(ConfigError, match="is a perturbation"):
+        build_config({"method": {"name": "sam"}, "perturb": {"name": "rwp"}})

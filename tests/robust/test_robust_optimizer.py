@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from analoglearn import schedule
 from analoglearn.errors import ConfigError
 from analoglearn.noise import AdditiveGaussian
 from analoglearn.robust.rwp import RWP
 from analoglearn.robust.sam import ASAM, SAM
-from analoglearn.robust.schedules import Feedback, Quadratic
 
 STEPS = 8
 WRAPPERS = {
@@ -103,9 +103,11 @@ def reloaded(state: dict) -> dict:
 
 
 MAKE_RESUMABLE = {
-    "sam": lambda base, model: SAM(base, rho=Quadratic(final=0.3, total=STEPS), model=model, diagnostics=True),
+    "sam": lambda base, model: SAM(base, rho=schedule.ramp(0.0, 0.3, STEPS, shape="quadratic"), model=model,
+                                   diagnostics=True),
     "asam": lambda base, model: ASAM(base, rho=0.3, model=model),
-    "rwp": lambda base, model: RWP(base, AdditiveGaussian(0.1), sigma=Feedback(final=0.2, total=STEPS),
+    "rwp": lambda base, model: RWP(base, AdditiveGaussian(0.1),
+                                   sigma=schedule.feedback(schedule.ramp(0.0, 0.2, STEPS, shape="quadratic")),
                                    model=model, mix=0.5, generator=torch.Generator().manual_seed(4),
                                    diagnostics=True),
 }
@@ -140,9 +142,14 @@ def test_state_dict_round_trip_equals_an_uninterrupted_run(quadratic, wrapper: s
 
 
 def test_own_state_of_older_checkpoints_still_loads(quadratic) -> None:
-    sam = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.1), rho=Quadratic(final=0.2, total=4))
-    sam.load_own_state_dict({"steps": 3, "schedule": sam.strength.state_dict()})  # no skipped/diagnostics keys
-    assert sam.steps == 3 and sam.skipped == 0
+    sam = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.1), rho=schedule.ramp(0.0, 0.2, 4, shape="quadratic"))
+    sam.load_own_state_dict({"steps": 3, "schedule": {}})  # no skipped/diagnostics keys
+    assert sam.steps == 3 and sam.skipped == 0 and sam.current_strength() == pytest.approx(0.2 * (3 / 4) ** 2)
+    fed = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.1),
+              rho=schedule.feedback(schedule.ramp(0.0, 0.2, 4, shape="quadratic")))
+    fed.load_own_state_dict({"steps": 3, "schedule": {"clock": 2}})
+    assert fed.steps == 3 and fed.skipped == 0 and fed.strength.clock == 2
+    assert fed.current_strength() == pytest.approx(0.2 * (2 / 4) ** 2)
 
 
 @pytest.mark.parametrize("wrapper", ["sam", "rwp"])

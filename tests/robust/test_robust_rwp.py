@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from analoglearn import schedule
 from analoglearn.errors import ConfigError
 from analoglearn.noise import AdditiveGaussian, perturbed
 from analoglearn.robust.rwp import RWP
-from analoglearn.robust.schedules import Feedback, Quadratic
 
 
 def draws(model: nn.Module, noise, seed: int, k: int) -> list[torch.Tensor]:
@@ -33,13 +33,15 @@ def test_rwp_gradient_is_taken_at_the_perturbed_points(quadratic, mix: float, sa
     rwp = RWP(torch.optim.SGD(quadratic.parameters(), lr=0.1), noise, model=quadratic, samples=samples,
               mix=mix, generator=torch.Generator().manual_seed(7))
     closure = quadratic.closure()
-    loss = rwp.step(closure)
+    returned = rwp.step(closure)
     perturbed_grad = sum(quadratic.grad_at(w0 + e) for e in eps) / samples
     expected = mix * perturbed_grad + (1 - mix) * quadratic.grad_at(w0)
     assert torch.allclose(quadratic.layer.weight.detach(), w0 - 0.1 * expected, atol=1e-12)
     mean_loss = sum(quadratic.loss_at(w0 + e) for e in eps) / samples
     clean_loss = quadratic.loss_at(w0)
-    assert loss == pytest.approx(mix * mean_loss + (1 - mix) * clean_loss if mix < 1 else mean_loss)
+    assert rwp.last_objective == pytest.approx(mix * mean_loss + (1 - mix) * clean_loss if mix < 1 else mean_loss)
+    # step returns the first call's loss: the clean pass when λ < 1, else the first draw
+    assert returned == pytest.approx(clean_loss if mix < 1 else quadratic.loss_at(w0 + eps[0]))
     assert len(closure.calls) == samples + (mix < 1)
 
 
@@ -61,7 +63,7 @@ def test_sigma_overrides_the_noise_strength(quadratic) -> None:
 def test_feedback_schedule_and_state_round_trip(quadratic) -> None:
     def make(model):
         return RWP(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), AdditiveGaussian(0.1),
-                   sigma=Feedback(final=0.3, total=8, fraction_kept=0.5), model=model,
+                   sigma=schedule.feedback(schedule.ramp(0.0, 0.3, 8, shape="quadratic"), 0.5), model=model,
                    generator=torch.Generator().manual_seed(3), diagnostics=True)
 
     a = make(quadratic)
@@ -117,7 +119,7 @@ def test_rwp_validates_options(quadratic) -> None:
 
 def test_open_loop_schedule_keeps_rwp_one_pass(quadratic) -> None:
     rwp = RWP(torch.optim.SGD(quadratic.parameters(), lr=0.1), AdditiveGaussian(0.1),
-              sigma=Quadratic(final=0.1, total=10), model=quadratic)
+              sigma=schedule.ramp(0.0, 0.1, 10, shape="quadratic"), model=quadratic)
     closure = quadratic.closure()
     rwp.step(closure)
     assert len(closure.calls) == 1

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from analoglearn.method import Progress
+from analoglearn import schedule
 from analoglearn.robust.sam import ASAM, SAM
-from analoglearn.robust.schedules import Quadratic
 
 
 def test_sam_step_matches_hand_computation(quadratic) -> None:
@@ -85,7 +84,7 @@ def test_batchnorm_statistics_updated_once_per_step() -> None:
 def test_state_dict_round_trip_resumes_identically(quadratic) -> None:
     def make(model):
         base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        return SAM(base, rho=Quadratic(final=0.4, total=10), diagnostics=True)
+        return SAM(base, rho=schedule.ramp(0.0, 0.4, 10, shape="quadratic"), diagnostics=True)
 
     straight = make(quadratic)
     for _ in range(5):
@@ -105,10 +104,15 @@ def test_state_dict_round_trip_resumes_identically(quadratic) -> None:
     assert torch.equal(resumed_model.layer.weight, quadratic.layer.weight)
 
 
-def test_schedule_follows_progress(quadratic) -> None:
-    sam = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.0), rho=Quadratic(final=0.2), diagnostics=True)
-    sam.step(quadratic.closure(), Progress(step=50, epoch=0, steps_per_epoch=100, total_steps=100))
-    assert sam.last.strength == pytest.approx(0.05)
+def test_schedule_follows_the_step_counter(quadratic) -> None:
+    """ρ is the schedule at the wrapper's own counter of steps taken (no clock passed in)."""
+    rho = schedule.ramp(0.0, 0.2, 100, shape="quadratic")
+    sam = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.0), rho=rho, diagnostics=True)
+    for t in range(51):
+        assert sam.steps == t and sam.current_strength() == rho(t)
+        sam.step(quadratic.closure())
+        assert sam.last.strength == rho(t)
+    assert sam.last.strength == pytest.approx(0.05)  # at t = 50 of 100: 0.2·(1/2)²
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,6 +1,8 @@
 """Energy-based learning (Scellier, Ernoult, Kendall, Kumar, NeurIPS 2023; PAPERS.md A).
 
-* :mod:`.network` — layered convolutional / dense Hopfield networks, energy, analytic gradients;
+* :mod:`.interactions` — the energy terms between layers (conv-pool, dense), each with its drive,
+  feedback and weight gradient; every product goes through ``interactions.read`` (``reading(reader)``);
+* :mod:`.network` — layered Hopfield networks, the pre-activation rule, energy, analytic gradients;
 * :mod:`.minimize` — asynchronous / synchronous relaxation, precision, conv and max-pool caching;
 * :mod:`.estimators` — CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP;
 * :mod:`.methods` — the nine algorithms registered in ``METHODS``;
@@ -10,11 +12,11 @@
 
 from __future__ import annotations
 
-from . import methods, presets
+from . import interactions, methods, presets
 from .estimators import ALGORITHMS, cost, estimate
 from .methods import EnergyMethod, EnergyOptions
 from .minimize import Minimizer, Relaxation
-from .network import ConvPoolInteraction, DenseInteraction, HopfieldNetwork
+from .network import ConvPoolInteraction, DenseInteraction, HopfieldNetwork, Interaction, State, Weights
 from .presets import HopfieldOptions
 
 __all__ = [
@@ -25,10 +27,14 @@ __all__ = [
     "EnergyOptions",
     "HopfieldNetwork",
     "HopfieldOptions",
+    "Interaction",
     "Minimizer",
     "Relaxation",
+    "State",
+    "Weights",
     "cost",
     "estimate",
+    "interactions",
     "methods",
     "presets",
 ]

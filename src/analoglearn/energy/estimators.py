@@ -29,17 +29,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .minimize import Minimizer
-from .network import HopfieldNetwork, State
+from .network import Drive, DriveCache, HopfieldNetwork, State, Weights
 
 ALGORITHMS = ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP")
 """Canonical names of the nine learning algorithms."""
 
 _VARIANTS = {"P": (0.0, 1.0), "N": (-1.0, 0.0), "C": (-1.0, 1.0)}
 
-InputDrive = tuple[Tensor, Tensor | None] | None
-"""``(drive_1(x), max-pool indices)`` of the clamped input, or ``None``."""
+InputDrive = dict[int, Drive] | None
+"""``{i: (drive_I(x), aux_I)}`` of the interactions fed by the clamped input (``Relaxation.input_drive``)."""
 
-Gradients = list[tuple[Tensor, Tensor]]
+Gradients = Weights
 """``[(g_W_k, g_b_k)]`` aligned with :meth:`HopfieldNetwork.layer_parameters`."""
 
 
@@ -82,8 +82,7 @@ def contrast(
     input_drive: InputDrive = None,
 ) -> Gradients:
     """``ĝ = [∂E/∂θ(s²) − ∂E/∂θ(s¹)] / (β² − β¹)``, accumulated in the parameters' dtype (fp32)."""
-    indices = input_drive[1] if input_drive is not None else None
-    g1, g2 = net.parameter_gradients(x, first, indices), net.parameter_gradients(x, second, indices)
+    g1, g2 = net.parameter_gradients(x, first, input_drive), net.parameter_gradients(x, second, input_drive)
     scale = 1.0 / (beta2 - beta1)
     return [((w2 - w1) * scale, (b2 - b1) * scale) for (w1, b1), (w2, b2) in zip(g1, g2)]
 
@@ -139,19 +138,12 @@ def truncated_backprop(
     return list(zip(grads[0::2], grads[1::2]))
 
 
-def synchronous_map(net: HopfieldNetwork, x: Tensor, state: State, weights) -> State:
-    """``F(s, θ)``: one synchronous update of every free layer (the fixed-point map of RBP)."""
-    drives = net.drives(x, state, weights)
-    out = []
-    for k, s in enumerate(state):
-        h = drives[k][0] + net.bias_view(k, weights[k][1])
-        if k + 1 < len(state):
-            upper = net.interactions[k + 1]
-            h = (h + upper.feedback(state[k + 1], drives[k + 1][1], weights[k + 1][0], s.shape)).clamp(
-                0.0, 1.0
-            )
-        out.append(h)
-    return out
+def synchronous_map(net: HopfieldNetwork, x: Tensor, state: State, weights: Weights) -> State:
+    """``F(s, θ)_k = clamp(h_k, 0, 1)`` (``h_k`` unclamped for the output): one synchronous update
+    of every free layer with the pre-activation of :meth:`HopfieldNetwork.preactivation` (RBP's map)."""
+    cache, last = DriveCache(net), len(state)
+    h = [net.preactivation(k, x, state, weights, cache) for k in range(1, last + 1)]
+    return [hk if k == last else hk.clamp(0.0, 1.0) for k, hk in enumerate(h, start=1)]
 
 
 def recurrent_backprop(

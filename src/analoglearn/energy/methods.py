@@ -1,15 +1,14 @@
 """The nine energy-based learning algorithms as training methods (``METHODS``; PAPERS.md A.2–A.4).
 
-``METHODS.create(name, model, optimizer, options, generator=...)`` with ``name`` one of
-``CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP`` builds an :class:`EnergyMethod`. Each training
-step runs the free phase (warm-started from the previous batch's free state), lets the estimator
-write ``.grad`` (``ĝ`` of :mod:`analoglearn.energy.estimators`) and steps the optimiser.
+``METHODS.create(name, model, options, generator=...)`` with ``name`` one of
+``CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP`` builds an :class:`EnergyMethod`. Its closure runs
+the free phase (warm-started from the previous batch's free state) and lets the estimator write
+``.grad`` (``ĝ`` of :mod:`analoglearn.energy.estimators`); the optimiser steps.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..method import Method, Progress
+from ..method import Closure, GradScaler, Method, Outcome, chunks
 from ..registry import METHODS
 from .estimators import ALGORITHMS, Settings, cost, estimate, onehot, write_gradients
-from .minimize import OUTPUT_UPDATES, PRECISIONS, SCHEDULES, Minimizer, Relaxation, check_precision
+from .minimize import OUTPUT_UPDATES, PRECISIONS, RELAXATION_SCHEDULES, Minimizer, Relaxation, check_precision
 from .network import HopfieldNetwork, State
 from .profile import relaxation_profile
 
@@ -62,7 +61,7 @@ class EnergyOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"method {name} must be a positive integer, got {value!r}")
-        choices = {"schedule": SCHEDULES, "precision": tuple(PRECISIONS), "output_update": OUTPUT_UPDATES}
+        choices = {"schedule": RELAXATION_SCHEDULES, "precision": tuple(PRECISIONS), "output_update": OUTPUT_UPDATES}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(
@@ -81,6 +80,12 @@ class EnergyOptions:
 class EnergyMethod(Method):
     """Training with one of the nine algorithms of Scellier et al. 2023 (see :data:`ALGORITHMS`).
 
+    The closure relaxes the free phase from the warm start (the previous batch's free state) and
+    adds the estimator's ``ĝ`` to ``.grad``; its cost ``C`` is the loss. The free state of a
+    closure's first call (for SAM: at the clean weights) is the next batch's warm start; every call
+    of one closure starts from the same warm start. With ``accumulate = k`` each micro-batch relaxes
+    from its slice of the warm start and adds ``(b_i/B)·ĝ_i``.
+
     Attributes:
         algorithm: canonical algorithm name.
         warm: the previous batch's free state (``None`` before the first batch).
@@ -90,7 +95,6 @@ class EnergyMethod(Method):
         self,
         algorithm: str,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
         options: EnergyOptions | None = None,
         *,
         generator: torch.Generator | None = None,
@@ -101,10 +105,9 @@ class EnergyMethod(Method):
                 "use model dchn32, dchn_cpu or tiny"
             )
         options = options if options is not None else EnergyOptions()
-        super().__init__(model, optimizer, options, generator=generator)
+        super().__init__(model, options, generator=generator)
         self.algorithm = algorithm
         self.model: HopfieldNetwork = model
-        model.eval_iterations = options.eval_iterations
         self.minimizer = options.minimizer()
         check_precision(options.precision, model.biases[0].device)
         beta = options.beta if options.beta is not None else (1.0 if algorithm == "CL" else DEFAULT_BETA)
@@ -120,65 +123,55 @@ class EnergyMethod(Method):
             return warm
         return self.model.zero_state(x.shape[0], device=x.device)
 
-    def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True) -> Relaxation:
-        """Relax the free network (from the warm state, or from zero)."""
-        init = self._initial_state(x) if warm else self.model.zero_state(x.shape[0], device=x.device)
-        steps = iterations or self.options.free_iterations
-        return self.minimizer.relax(self.model, x, init, steps)
+    def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True,
+                   init: State | None = None) -> Relaxation:
+        """Relax the free network from ``init``, else the warm state (or zero with ``warm=False``)."""
+        if init is None:
+            init = self._initial_state(x) if warm else self.model.zero_state(x.shape[0], device=x.device)
+        return self.minimizer.relax(self.model, x, init, iterations or self.options.free_iterations)
 
-    def closure(self, x: Tensor, y: Tensor, record: dict | None = None) -> Callable[[], Tensor]:
-        """A closure (DESIGN.md contract): free phase at the current weights, ``ĝ`` added to ``.grad``.
+    def closure(self, x: Tensor, y: Tensor, scaler: GradScaler | None = None) -> Closure:
+        """The batch's closure: free phase at the current weights, ``ĝ`` (``S·ĝ`` under ``scaler``)
+        added to ``.grad``; returns the batch-mean cost of the free state and its correct count."""
+        parts = chunks(x, y, self.accumulate)
+        init = self._initial_state(x)
+        inits = [list(s) for s in zip(*(t.tensor_split(len(parts)) for t in init))] if len(parts) > 1 else [init]
+        first = True
 
-        Returns the batch-mean cost of the free state. The first call stores in ``record`` the
-        batch's ``loss`` and ``correct`` and its free state under ``'free'`` (with SAM this is the
-        clean-weight call); :meth:`train_step` and :meth:`perturbed_step` make it the next warm start.
-        """
-        record = record if record is not None else {}
-
-        def run() -> Tensor:
-            with torch.no_grad():
-                relaxation = self.free_phase(x)
-            free = relaxation.state
-            target = onehot(y, free[-1].shape[1], free[-1].dtype)
-            grads = estimate(
-                self.algorithm, self.model, x, target, free, self.settings, relaxation.input_drive
-            )
-            write_gradients(self.model, grads)
-            loss = cost(free[-1], target).mean().detach()
-            if "free" not in record:
-                correct = int((free[-1].argmax(1) == y).sum())
-                stats = {**self._free_stats(x, free), "free_iterations": float(relaxation.iterations)}
-                record.update(free=free, stats=stats, loss=float(loss), correct=correct)
-            return loss
+        def run() -> Outcome:
+            nonlocal first
+            total: Tensor | None = None
+            correct, frees = 0, []
+            for (xi, yi, share), start in zip(parts, inits):
+                with torch.no_grad():
+                    relaxation = self.free_phase(xi, init=start)
+                free = relaxation.state
+                target = onehot(yi, free[-1].shape[1], free[-1].dtype)
+                grads = estimate(self.algorithm, self.model, xi, target, free, self.settings,
+                                 relaxation.input_drive)
+                factor = share * (scaler.get_scale() if scaler is not None else 1.0)
+                write_gradients(self.model, grads if factor == 1.0 else [(w * factor, b * factor) for w, b in grads])
+                loss = cost(free[-1], target).mean().detach()
+                part = loss if share == 1.0 else loss * share
+                total = part if total is None else total + part
+                correct += int((free[-1].argmax(1) == yi).sum())
+                if first:
+                    frees.append(free)
+                    self._add_stats({**self._free_stats(xi, free), "free_iterations": float(relaxation.iterations)},
+                                    share)
+            if first:
+                first = False
+                state = [torch.cat(layer) for layer in zip(*frees)] if len(frees) > 1 else frees[0]
+                self.warm = [s.detach() for s in state] if self.options.warm_start else None
+                self._batches += 1
+            assert total is not None
+            return Outcome(total, correct)
 
         return run
 
-    # ----------------------------------------------------------------- Method API
-    def train_step(self, x: Tensor, y: Tensor, progress: Progress) -> dict[str, float]:
-        """Free phase, estimator ``ĝ`` into ``.grad``, optimiser step; metrics of the free state."""
-        record: dict = {}
-        self.optimizer.zero_grad(set_to_none=True)
-        self.closure(x, y, record)()
-        self.optimizer.step()
-        return self._finish(x, record)
-
-    def perturbed_step(self, perturbation: Any, x: Tensor, y: Tensor, progress: Progress) -> dict[str, float]:
-        """One step through a perturbation wrapper (SAM, ASAM, RWP: ``perturbation.step(closure, progress)``).
-
-        The wrapper wraps this method's optimiser; noise-robust energy-based learning.
-        """
-        record: dict = {}
-        perturbation.step(self.closure(x, y, record), progress)
-        return self._finish(x, record)
-
-    def _finish(self, x: Tensor, record: dict) -> dict[str, float]:
-        """Keep the first closure call's free state as the next warm start; accumulate its stats."""
-        free = record.pop("free")
-        self.warm = [s.detach() for s in free] if self.options.warm_start else None
-        for key, value in record.pop("stats").items():
-            self._stats[key] = self._stats.get(key, 0.0) + value
-        self._batches += 1
-        return record
+    def _add_stats(self, stats: dict[str, float], share: float) -> None:
+        for key, value in stats.items():
+            self._stats[key] = self._stats.get(key, 0.0) + (value if share == 1.0 else value * share)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -223,14 +216,9 @@ class EnergyMethod(Method):
 
 
 def _factory(
-    algorithm: str,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    options: EnergyOptions | None = None,
-    *,
-    generator: torch.Generator | None = None,
+    algorithm: str, model: nn.Module, options: EnergyOptions | None = None, *, generator: torch.Generator | None = None
 ) -> EnergyMethod:
-    return EnergyMethod(algorithm, model, optimizer, options, generator=generator)
+    return EnergyMethod(algorithm, model, options, generator=generator)
 
 
 _SUMMARIES = {

@@ -1,6 +1,7 @@
 """Energy minimisation: the fast fixed-point minimiser of Scellier et al. 2023 (PAPERS.md A.2).
 
-Every layer update is ``s_k ← clamp(drive_k(s_{k−1}) + feedback_{k+1}(s_{k+1}) + b_k, 0, 1)``
+Every layer update is ``s_k ← clamp(h_k, 0, 1)`` with the pre-activation
+``h_k = drive_k(s_{k−1}) + b_k + feedback_{k+1}(s_{k+1})`` of :meth:`HopfieldNetwork.preactivation`
 (a majorise-minimise step on E). Layers of equal parity never interact, so
 
 * the **asynchronous** schedule updates the odd group ``{s1, s3, …}`` then the even group
@@ -12,9 +13,10 @@ The output update is exact: ``o = W·s_L + b`` when free, and the minimiser of `
 ``o = (W·s_L + b + β·y)/(1 + β)``, when nudged (``output_update='exact'``); the reference code's
 iteration ``o ← W·s_L + b − β(o − y)`` (same fixed point for |β| < 1) is ``'reference'``.
 
-Caching: the drive of layer k+1, ``maxpool(conv(s_k))``, and its arg-max indices are computed
-once and reused for the feedback into s_k until s_k changes, so no convolution is computed twice
-in an iteration (the reference recomputes the indices: about a third more convolutions).
+Caching (:class:`DriveCache`): the drive of each interaction, e.g. ``maxpool(conv(s_k))``, and
+its arg-max indices are computed once and reused for the feedback into s_k until s_k changes, so
+no convolution is computed twice in an iteration (the reference recomputes the indices: about a
+third more convolutions).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from .network import DenseInteraction, HopfieldNetwork, State
+from .network import Drive, DriveCache, HopfieldNetwork, State, Weights
 
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -36,7 +38,8 @@ PRECISIONS: dict[str, torch.dtype] = {
     "fp64": torch.float64,
 }
 """Relaxation precisions: states and weights are cast to this dtype during the relaxation."""
-SCHEDULES = ("asynchronous", "synchronous")
+RELAXATION_SCHEDULES = ("asynchronous", "synchronous")
+"""Relaxation schedules of :class:`Minimizer`."""
 OUTPUT_UPDATES = ("exact", "reference")
 
 
@@ -78,42 +81,16 @@ class Relaxation:
         iterations: iterations actually run (fewer than asked when the tolerance was met).
         residual: ``max|Δs|`` of the last iteration (``None`` unless tolerance or trace was set).
         trace: ``max|Δs|`` per iteration when ``trace=True``.
-        input_drive: ``(drive_1(x), indices)`` in the relaxation's dtype, reusable by later
-            relaxations on the same input and weights (``None`` when caching is off).
+        input_drive: ``{i: (drive_I(x), aux_I)}`` of the interactions fed by the clamped input, in
+            the relaxation's dtype, reusable by later relaxations on the same input and weights
+            (``None`` when caching is off or the relaxation was differentiable).
     """
 
     state: State
     iterations: int
     residual: float | None = None
     trace: list[float] = field(default_factory=list)
-    input_drive: tuple[Tensor, Tensor | None] | None = None
-
-
-class _Drives:
-    """Cache of ``(drive_k(s_{k−1}), indices_k)``, valid while ``s_{k−1}`` is unchanged."""
-
-    def __init__(self, net: HopfieldNetwork, x: Tensor, weights, enabled: bool) -> None:
-        self.net, self.x, self.weights, self.enabled = net, x, weights, enabled
-        self.values: dict[int, tuple[Tensor, Tensor | None]] = {}
-
-    def get(self, k: int, state: State) -> tuple[Tensor, Tensor | None]:
-        if k in self.values:
-            return self.values[k]
-        pre = self.x if k == 0 else state[k - 1]
-        value = self.net.interactions[k].drive(pre, self.weights[k][0])
-        if self.enabled:
-            self.values[k] = value
-        return value
-
-    def indices(self, k: int, state: State) -> Tensor | None:
-        """Arg-max indices of ``conv(s_{k−1})`` (``None`` for a dense interaction)."""
-        if isinstance(self.net.interactions[k], DenseInteraction):
-            return None
-        return self.get(k, state)[1]
-
-    def changed(self, k: int) -> None:
-        """Layer ``k`` was updated: the drive of layer ``k + 1`` is stale."""
-        self.values.pop(k + 1, None)
+    input_drive: dict[int, Drive] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +114,10 @@ class Minimizer:
     cache: bool = True
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.schedule not in RELAXATION_SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(RELAXATION_SCHEDULES)}"
+            )
         if self.output_update not in OUTPUT_UPDATES:
             raise ConfigError(
                 f"unknown output_update {self.output_update!r}; valid: {', '.join(OUTPUT_UPDATES)}"
@@ -170,7 +149,7 @@ class Minimizer:
         clamp_output: Tensor | None = None,
         differentiable: bool = False,
         trace: bool = False,
-        input_drive: tuple[Tensor, Tensor | None] | None = None,
+        input_drive: dict[int, Drive] | None = None,
     ) -> Relaxation:
         """Minimise ``E`` (or ``E + β·C`` with ``C = ½‖o − target‖²``) from ``state``.
 
@@ -193,14 +172,14 @@ class Minimizer:
         if clamp_output is not None:
             s[-1] = clamp_output.detach().to(dtype)
         target = target.to(dtype) if target is not None else None
-        drives = _Drives(net, x.to(dtype), weights, self.cache)
-        if input_drive is not None and self.cache and not differentiable and input_drive[0].dtype == dtype:
-            drives.values[0] = input_drive
+        x, drives = x.to(dtype), DriveCache(net, self.cache)
+        if input_drive and self.cache and not differentiable and next(iter(input_drive.values()))[0].dtype == dtype:
+            drives.values.update(input_drive)
         track = trace or self.tolerance is not None
         result = Relaxation(state=s, iterations=0)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for _ in range(iterations):
-                delta = self._iterate(net, s, drives, weights, beta, target, clamp_output is not None, track)
+                delta = self._iterate(net, x, s, drives, weights, beta, target, clamp_output is not None, track)
                 result.iterations += 1
                 if track:
                     result.residual = float(delta)
@@ -209,31 +188,38 @@ class Minimizer:
                         break
         out_dtype = net.biases[0].dtype
         result.state = [t.to(out_dtype) for t in s]
-        result.input_drive = drives.values.get(0) if not differentiable else None
+        sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
+        result.input_drive = sourced if sourced and not differentiable else None
         return result
 
-    def _iterate(self, net, s, drives, weights, beta, target, clamped, track) -> Tensor | float:
+    def _iterate(
+        self, net: HopfieldNetwork, x: Tensor, s: State, drives: DriveCache, weights: Weights,
+        beta: float, target: Tensor | None, clamped: bool, track: bool,
+    ) -> Tensor | float:
         """One iteration in place on the list ``s``; returns ``max|Δs|`` when ``track``."""
         delta: Tensor | float = 0.0
         for group in self.groups(len(s), clamped):
-            new = {k: self._update(net, k, s, drives, weights, beta, target) for k in group}
+            new = {k: self._update(net, k, x, s, drives, weights, beta, target) for k in group}
             if track:
                 changes = torch.stack([(new[k] - s[k]).detach().abs().max() for k in group])
                 delta = torch.maximum(torch.as_tensor(delta, dtype=changes.dtype), changes.max())
             for k in group:
                 s[k] = new[k]
-                drives.changed(k)
+                drives.changed(k + 1)
         return delta
 
-    def _update(self, net, k, s, drives, weights, beta, target) -> Tensor:
-        """New value of layer ``k`` (0-based) from the current state."""
-        h = drives.get(k, s)[0] + net.bias_view(k, weights[k][1])
-        if k == len(s) - 1:
-            if beta == 0:
-                return h
-            if self.output_update == "exact":
-                return (h + beta * target) / (1.0 + beta)
-            return h - beta * (s[k] - target)
-        upper = net.interactions[k + 1]
-        h = h + upper.feedback(s[k + 1], drives.indices(k + 1, s), weights[k + 1][0], s[k].shape)
-        return h.clamp(0.0, 1.0)
+    def _update(
+        self, net: HopfieldNetwork, k: int, x: Tensor, s: State, drives: DriveCache, weights: Weights,
+        beta: float, target: Tensor | None,
+    ) -> Tensor:
+        """New value of layer ``k`` (0-based) from the current state: ``clamp(h, 0, 1)``, or the output's."""
+        h = net.preactivation(k + 1, x, s, weights, drives)
+        if k < len(s) - 1:
+            return h.clamp(0.0, 1.0)
+        if beta == 0:
+            return h
+        if self.output_update == "exact":
+            return (h + beta * target) / (1.0 + beta)
+        return h - beta * (s[k] - target)
+
+

@@ -1,15 +1,16 @@
 """Layered convolutional / dense Hopfield networks (Scellier et al. 2023, PAPERS.md A.1).
 
 A network has a clamped input ``s0 = x`` and free *layer states* ``s1 … sL`` (hard-sigmoid, in
-[0, 1]) followed by an unbounded output ``o``. Consecutive layers are coupled by *interactions*:
+[0, 1]) followed by an unbounded output ``o = s_{L+1}``. Layers are coupled by *interactions*
+(:mod:`.interactions`), each with its own energy term ``E_I = −⟨drive_I(s_source), s_target⟩``:
+conv-pool interactions, then dense ones, consecutive layers coupled. The energy of one example::
 
-* :class:`ConvPoolInteraction` — ``−⟨maxpool₂(conv₃ₓ₃(s_{k−1}; W_k)), s_k⟩`` (3×3 conv, pad 1,
-  2×2 max-pool, no conv bias);
-* :class:`DenseInteraction` — ``−⟨W_k · flatten(s_{k−1}), s_k⟩``.
+    E(s) = Σ_k (½‖s_k‖² − ⟨b_k, s_k⟩) + Σ_I E_I(s_source(I), s_target(I))      (k = 1 … L+1)
 
-The energy of one example (the Hopfield energy with its quadratic self terms) is::
+Its minimiser in ``s_k`` alone, before the clamp to [0, 1], is the *pre-activation* (the rule the
+minimiser, ``∂E/∂s_k = s_k − h_k`` and the estimators share, :meth:`HopfieldNetwork.preactivation`)::
 
-    E(s) = ½ Σ_k ‖s_k‖² − Σ_k ⟨drive_k(s_{k−1}), s_k⟩ − Σ_k ⟨b_k, s_k⟩        (k = 1 … L+1, s_{L+1} = o)
+    h_k = Σ_{I: target k} drive_I(s_source) + b_k + Σ_{I: source k} feedback_I(s_target)
 
 A state is a list ``[s1, …, sL, o]`` of tensors with a leading batch dimension. Weights stay the
 ``.weight`` of an ``nn.Conv2d`` / ``nn.Linear`` (``bias=False``) so that weight-noise models find
@@ -22,13 +23,27 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .interactions import ConvPoolInteraction, DenseInteraction, Interaction
+
+__all__ = [
+    "ConvPoolInteraction",
+    "DenseInteraction",
+    "DriveCache",
+    "HopfieldNetwork",
+    "Interaction",
+    "State",
+    "Weights",
+]
 
 State = list[Tensor]
 """Layer states ``[s1, …, sL, o]``, each ``(B, *layer_shape)``."""
+Weights = list[tuple[Tensor, Tensor]]
+"""``[(W_k, b_k)]``, k = 1 … L+1: the weight of interaction k−1 (0-based) and the bias of layer k."""
+Drive = tuple[Tensor, Tensor | None]
+"""``(drive_I(s_source), aux_I)`` of one interaction."""
 
 
 def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator) -> None:
@@ -37,78 +52,41 @@ def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator) -> None:
         tensor.copy_((2.0 * values - 1.0) * bound)
 
 
-class ConvPoolInteraction(nn.Module):
-    """``E_k = −⟨maxpool₂(conv(s_{k−1}; W)), s_k⟩``: 3×3 conv, padding 1, then 2×2 max-pool.
+class DriveCache:
+    """``(drive_I, aux_I)`` per interaction index, kept while the interaction's source is unchanged.
 
-    Shapes: pre ``(B, C_in, H, W)``, post ``(B, C_out, H//2, W//2)``, weight ``(C_out, C_in, 3, 3)``.
+    ``enabled=False`` keeps nothing (every drive and arg-max is recomputed: the reference code).
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        # skip_init: the network initialises from its own generator, never from the global one
-        self.conv = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, 3, padding=1, bias=False)
-        self.fan_in = in_channels * 9
+    def __init__(self, net: HopfieldNetwork, enabled: bool = True) -> None:
+        self.enabled, self.outgoing = enabled, net.outgoing
+        self.values: dict[int, Drive] = {}
 
-    @staticmethod
-    def drive(pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """``(maxpool(conv(pre)), argmax indices)``: the input this interaction feeds to ``s_k``."""
-        return F.max_pool2d(F.conv2d(pre, weight, padding=1), 2, return_indices=True)
-
-    @staticmethod
-    def feedback(post: Tensor, indices: Tensor, weight: Tensor, pre_shape: torch.Size) -> Tensor:
-        """``−∂E_k/∂s_{k−1} = convᵀ(maxunpool(s_k))`` with the arg-max indices of ``conv(s_{k−1})``."""
-        unpooled = F.max_unpool2d(post, indices, 2, output_size=pre_shape[-2:])
-        return F.conv_transpose2d(unpooled, weight, padding=1)
-
-    @staticmethod
-    def weight_gradient(pre: Tensor, post: Tensor, indices: Tensor, weight: Tensor) -> Tensor:
-        """``∂E_k/∂W = −(1/B) Σ_b pre ⋆ maxunpool(post)`` (batch mean), shape of ``weight``."""
-        unpooled = F.max_unpool2d(post, indices, 2, output_size=pre.shape[-2:])
-        grad = torch.ops.aten.convolution_backward(
-            unpooled, pre, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]
-        )[1]
-        return -grad / pre.shape[0]
-
-
-class DenseInteraction(nn.Module):
-    """``E_k = −⟨W · flatten(s_{k−1}), s_k⟩``; weight ``(n_out, n_in)``, post ``(B, n_out)``."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.linear = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=False)
-        self.fan_in = in_features
-
-    @staticmethod
-    def drive(pre: Tensor, weight: Tensor) -> tuple[Tensor, None]:
-        """``(W · flatten(pre), None)``."""
-        return pre.flatten(1) @ weight.t(), None
-
-    @staticmethod
-    def feedback(post: Tensor, indices: None, weight: Tensor, pre_shape: torch.Size) -> Tensor:
-        """``−∂E_k/∂s_{k−1} = Wᵀ s_k``, reshaped like the pre layer."""
-        return (post @ weight).view(pre_shape)
-
-    @staticmethod
-    def weight_gradient(pre: Tensor, post: Tensor, indices: None, weight: Tensor) -> Tensor:
-        """``∂E_k/∂W = −(1/B) Σ_b s_k ⊗ flatten(s_{k−1})``."""
-        return -(post.t() @ pre.flatten(1)) / pre.shape[0]
-
-
-Interaction = ConvPoolInteraction | DenseInteraction
+    def changed(self, layer: int) -> None:
+        """Layer ``layer`` (0 = x) was updated: the drives of the interactions it feeds are stale."""
+        for i in self.outgoing[layer]:
+            self.values.pop(i, None)
 
 
 class HopfieldNetwork(nn.Module):
     """A layered Hopfield network: conv-pool layers, then dense layers, then a dense output.
 
+    Relax it with its method (``method.predict(x)``) or a minimiser
+    (``Minimizer(...).relax(net, x, net.zero_state(B), iterations)``); calling it raises TypeError.
+
     Args:
         in_shape: ``(C, H, W)`` of the clamped input ``s0``.
         conv_channels: channels of the conv-pool layers ``s1 … s_m`` (each halves H and W).
-        dense_units: widths of dense hidden layers after the conv layers (may be empty).
         num_classes: output units ``K``.
         gains: one gain per interaction (``len(conv_channels) + len(dense_units) + 1``).
         generator: random generator for the initialisation of A.1: weights ``U(±gain/√fan_in)``,
             biases ``U(±0.5/√fan_in)``.
-        eval_iterations: iterations of the free relaxation from zero run by :meth:`forward`.
+        dense_units: widths of dense hidden layers after the conv layers (may be empty).
+
+    Attributes:
+        interactions: the energy terms (:class:`Interaction`), input to output.
+        incoming, outgoing: per layer number k (0 = x … L+1 = o), the indices of the interactions
+            whose target (resp. source) is layer k.
     """
 
     def __init__(
@@ -120,22 +98,21 @@ class HopfieldNetwork(nn.Module):
         gains: Sequence[float],
         generator: torch.Generator,
         dense_units: Sequence[int] = (),
-        eval_iterations: int = 60,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
-        self.eval_iterations = eval_iterations
         self.interactions = nn.ModuleList()
         self.biases = nn.ParameterList()
         self.layer_shapes: list[tuple[int, ...]] = []
         channels, height, width = self.in_shape
-        for out_channels in conv_channels:
-            self.interactions.append(ConvPoolInteraction(channels, out_channels))
+        for layer, out_channels in enumerate(conv_channels, start=1):
+            self.interactions.append(ConvPoolInteraction(channels, out_channels, source=layer - 1, target=layer))
             channels, height, width = out_channels, height // 2, width // 2
             self.layer_shapes.append((channels, height, width))
         features = channels * height * width
         for units in (*dense_units, num_classes):
-            self.interactions.append(DenseInteraction(features, units))
+            layer = len(self.layer_shapes) + 1
+            self.interactions.append(DenseInteraction(features, units, source=layer - 1, target=layer))
             self.layer_shapes.append((units,))
             features = units
         if len(gains) != len(self.interactions):
@@ -145,36 +122,23 @@ class HopfieldNetwork(nn.Module):
             )
         for interaction, (gain, shape) in zip(self.interactions, zip(gains, self.layer_shapes)):
             bias = nn.Parameter(torch.empty(shape[0]))
-            _uniform_(self.weight_of(interaction), gain / math.sqrt(interaction.fan_in), generator)
+            _uniform_(interaction.weight, gain / math.sqrt(interaction.fan_in), generator)
             _uniform_(bias, 0.5 / math.sqrt(interaction.fan_in), generator)
             self.biases.append(bias)
+        layers = range(len(self.layer_shapes) + 1)
+        self.incoming = [[i for i, m in enumerate(self.interactions) if m.target == k] for k in layers]
+        self.outgoing = [[i for i, m in enumerate(self.interactions) if m.source == k] for k in layers]
 
     # ----------------------------------------------------------------- structure
-    @staticmethod
-    def weight_of(interaction: Interaction) -> nn.Parameter:
-        """The weight parameter of an interaction (``conv.weight`` or ``linear.weight``)."""
-        return (
-            interaction.conv.weight
-            if isinstance(interaction, ConvPoolInteraction)
-            else interaction.linear.weight
-        )
-
-    @property
-    def num_layers(self) -> int:
-        """Number of free layers including the output (``L + 1``)."""
-        return len(self.interactions)
-
     def layer_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """``[(W_k, b_k)]`` for k = 1 … L+1."""
-        return [(self.weight_of(i), b) for i, b in zip(self.interactions, self.biases)]
+        return [(i.weight, b) for i, b in zip(self.interactions, self.biases)]
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         """One group per layer, ``[W_k, b_k]``, for per-layer learning rates (A.4)."""
         return [[w, b] for w, b in self.layer_parameters()]
 
-    def weights(
-        self, dtype: torch.dtype | None = None, *, detach: bool = True
-    ) -> list[tuple[Tensor, Tensor]]:
+    def weights(self, dtype: torch.dtype | None = None, *, detach: bool = True) -> Weights:
         """``[(W_k, b_k)]`` cast to ``dtype`` (the relaxation's precision), detached by default."""
         out = []
         for w, b in self.layer_parameters():
@@ -192,67 +156,83 @@ class HopfieldNetwork(nn.Module):
         """Bias ``b_k`` (0-based layer index) shaped to broadcast against ``(B, *layer_shape)``."""
         return bias.view(-1, 1, 1) if len(self.layer_shapes[k]) == 3 else bias
 
-    # ----------------------------------------------------------------- energy and gradients
-    def drives(self, x: Tensor, state: State, weights=None) -> list[tuple[Tensor, Tensor | None]]:
-        """``[(drive_k(s_{k−1}), indices_k)]`` for every layer, from the current state."""
-        weights = weights or self.weights(state[0].dtype, detach=False)
-        pres = [x, *state[:-1]]
-        return [i.drive(pre, w) for i, pre, (w, _) in zip(self.interactions, pres, weights)]
+    # ----------------------------------------------------------------- the pre-activation rule
+    def drive(self, i: int, x: Tensor, state: State, weights: Weights, cache: DriveCache | None = None) -> Drive:
+        """``(drive_I(s_source), aux_I)`` of interaction ``i`` (0-based), from ``cache`` if there."""
+        if cache is not None and i in cache.values:
+            return cache.values[i]
+        interaction = self.interactions[i]
+        pre = x if interaction.source == 0 else state[interaction.source - 1]
+        value = interaction.drive(pre, weights[i][0])
+        if cache is not None and cache.enabled:
+            cache.values[i] = value
+        return value
 
+    def preactivation(
+        self, k: int, x: Tensor, state: State, weights: Weights, cache: DriveCache | None = None
+    ) -> Tensor:
+        """``h_k = Σ_{I→k} drive_I(s_source) + b_k + Σ_{I←k} feedback_I(s_target)``, ``(B, *shape_k)``.
+
+        Args:
+            k: layer number, 1 … L+1 (L+1 = the output).
+            x: clamped input ``(B, C, H, W)``; state: ``[s1, …, o]``; weights: ``[(W_k, b_k)]``, all
+                in one dtype.
+            cache: drives and arg-max indices to reuse and keep (``None``: computed afresh).
+        """
+        drives = [self.drive(i, x, state, weights, cache)[0] for i in self.incoming[k]]
+        h = drives[0]
+        for drive in drives[1:]:
+            h = h + drive
+        h = h + self.bias_view(k - 1, weights[k - 1][1])
+        for i in self.outgoing[k]:
+            interaction = self.interactions[i]
+            aux = self.drive(i, x, state, weights, cache)[1] if interaction.uses_aux else None
+            h = h + interaction.feedback(state[interaction.target - 1], aux, weights[i][0], state[k - 1].shape)
+        return h
+
+    # ----------------------------------------------------------------- energy and gradients
     def energy(self, x: Tensor, state: State) -> Tensor:
         """Hopfield energy ``E(s)`` of A.1 per example, shape ``(B,)`` (self terms included)."""
         weights = self.weights(state[0].dtype, detach=False)
+        layers = [x, *state]
         total = 0.0
-        for k, ((drive, _), s, (_, b)) in enumerate(zip(self.drives(x, state, weights), state, weights)):
-            term = 0.5 * s * s - drive * s - self.bias_view(k, b) * s
-            total = total + term.flatten(1).sum(1)
+        for k, (s, (_, b)) in enumerate(zip(state, weights)):
+            total = total + (0.5 * s * s - self.bias_view(k, b) * s).flatten(1).sum(1)
+        for interaction, (w, _) in zip(self.interactions, weights):
+            total = total + interaction.energy(layers[interaction.source], layers[interaction.target], w)
         return total
 
     def state_gradients(self, x: Tensor, state: State) -> State:
-        """Analytic ``∂E/∂s_k = s_k − drive_k(s_{k−1}) − feedback_{k+1}(s_{k+1}) − b_k``."""
-        weights = self.weights(state[0].dtype, detach=False)
-        drives = self.drives(x, state, weights)
-        grads = []
-        for k, s in enumerate(state):
-            g = s - drives[k][0] - self.bias_view(k, weights[k][1])
-            if k + 1 < len(state):
-                g = g - self.interactions[k + 1].feedback(
-                    state[k + 1], drives[k + 1][1], weights[k + 1][0], s.shape
-                )
-            grads.append(g)
-        return grads
+        """Analytic ``∂E/∂s_k = s_k − h_k`` (:meth:`preactivation`), each ``(B, *shape_k)``."""
+        weights, cache = self.weights(state[0].dtype, detach=False), DriveCache(self)
+        return [s - self.preactivation(k, x, state, weights, cache) for k, s in enumerate(state, start=1)]
 
     def parameter_gradients(
-        self, x: Tensor, state: State, input_indices: Tensor | None = None
-    ) -> list[tuple[Tensor, Tensor]]:
+        self, x: Tensor, state: State, input_drive: dict[int, Drive] | None = None
+    ) -> Weights:
         """Analytic batch-mean ``(∂E/∂W_k, ∂E/∂b_k)`` at ``state``, in the parameters' dtype.
 
         ``∂E/∂W_k = −⟨pre ⊗ post⟩`` (through the max-pool arg-max for conv layers) and
         ``∂E/∂b_k = −Σ post`` (summed over positions), both averaged over the batch.
-        ``input_indices``: max-pool indices of ``conv(x)`` if already known (the input is clamped).
+        ``input_drive``: ``{i: (drive, aux)}`` of the interactions fed by the clamped input, if
+        already known (``Relaxation.input_drive``): their arg-max indices are not recomputed.
         """
         dtype = self.biases[0].dtype
         x, state = x.to(dtype), [s.detach().to(dtype) for s in state]
         weights = self.weights(dtype)
-        pres = [x, *state[:-1]]
-        out = []
-        for k, (interaction, pre, post) in enumerate(zip(self.interactions, pres, state)):
-            if isinstance(interaction, DenseInteraction):
-                indices = None
-            elif k == 0 and input_indices is not None:
-                indices = input_indices
-            else:
-                indices = interaction.drive(pre, weights[k][0])[1]
-            g_w = interaction.weight_gradient(pre, post, indices, weights[k][0])
-            g_b = -post.sum((0, 2, 3)) if post.dim() == 4 else -post.sum(0)
-            out.append((g_w, g_b / post.shape[0]))
-        return out
+        cache = DriveCache(self)
+        cache.values.update(input_drive or {})
+        layers, g_w = [x, *state], []
+        for i, interaction in enumerate(self.interactions):
+            aux = self.drive(i, x, state, weights, cache)[1] if interaction.uses_aux else None
+            pre, post = layers[interaction.source], layers[interaction.target]
+            g_w.append(interaction.weight_gradient(pre, post, aux, weights[i][0]))
+        g_b = [(-s.sum((0, 2, 3)) if s.dim() == 4 else -s.sum(0)) / s.shape[0] for s in state]
+        return list(zip(g_w, g_b))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Free relaxation from zero (``eval_iterations`` asynchronous iterations); output ``(B, K)``."""
-        from .minimize import PRECISIONS, Minimizer
-
-        precision = {dtype: name for name, dtype in PRECISIONS.items()}.get(self.biases[0].dtype, "fp32")
-        with torch.no_grad():
-            state = self.zero_state(x.shape[0], device=x.device)
-            return Minimizer(precision=precision).relax(self, x, state, self.eval_iterations).state[-1]
+        """Not a feed-forward map: raises TypeError (relax with a method or a minimiser)."""
+        raise TypeError(
+            "a HopfieldNetwork is not called: it is relaxed by its method (method.predict(x)) or by "
+            "Minimizer(...).relax(net, x, net.zero_state(B), iterations)"
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .minimize import SCHEDULES, Minimizer
+from .minimize import RELAXATION_SCHEDULES, Minimizer
 from .network import HopfieldNetwork
 
 
@@ -28,7 +28,7 @@ def relaxation_profile(
         precision: relaxation precision (fp32, bf16, fp16).
     """
     profile = {}
-    for schedule in SCHEDULES:
+    for schedule in RELAXATION_SCHEDULES:
         minimizer = Minimizer(schedule, precision)
         state = net.zero_state(x.shape[0], device=x.device)
         residual, energy = [], []

@@ -1,4 +1,4 @@
-"""Noise-robust training: perturbation wrappers (SAM, ASAM, RWP), schedules and diagnostics.
+"""Noise-robust training: perturbation wrappers (SAM, ASAM, RWP) and landscape diagnostics.
 
 Paper B (Jacobson et al., arXiv 2602.07320), §B.2. Each wrapper is a ``torch.optim.Optimizer`` that
 shares the parameter groups of any base torch optimiser and takes a closure that fills ``.grad``
@@ -6,32 +6,17 @@ shares the parameter groups of any base torch optimiser and takes a closure that
 
     sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), rho=0.05, model=model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(sam, T_max=epochs)
-    loss = sam.step(closure)                  # or sam.step(closure, scaler=scaler) under fp16 autocast
+    loss = sam.step(closure)                  # or sam.step(closure, scaler) under fp16 autocast
 
-Training methods ``sgd``, ``sam``, ``asam`` and ``rwp`` are registered in ``METHODS``
-(:mod:`analoglearn.robust.methods`); schedules in ``SCHEDULES`` (:mod:`analoglearn.robust.schedules`).
+Strengths ramp with :mod:`analoglearn.schedule`. The training method ``sgd`` is registered in
+``METHODS``, the perturbations ``none``, ``sam``, ``asam`` and ``rwp`` (the ``perturb`` section) in
+``PERTURBATIONS`` (:mod:`analoglearn.robust.methods`).
 """
 
-from . import methods  # noqa: F401  (registers the backprop training methods)
+from . import methods  # noqa: F401  (registers sgd and the perturbations)
 from .diagnostics import EpochDiagnostics, StepDiagnostics
 from .perturbation import Perturbation, frozen_batchnorm
 from .rwp import RWP
 from .sam import ASAM, SAM
-from .schedules import Constant, CosineIncrease, Feedback, Linear, Power, Quadratic, Schedule
 
-__all__ = [
-    "ASAM",
-    "RWP",
-    "SAM",
-    "Constant",
-    "CosineIncrease",
-    "EpochDiagnostics",
-    "Feedback",
-    "Linear",
-    "Perturbation",
-    "Power",
-    "Quadratic",
-    "Schedule",
-    "StepDiagnostics",
-    "frozen_batchnorm",
-]
+__all__ = ["ASAM", "RWP", "SAM", "EpochDiagnostics", "Perturbation", "StepDiagnostics", "frozen_batchnorm"]

@@ -11,18 +11,13 @@ the gradient at the perturbed point collapses. Logged per epoch (means over the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 Grads = Sequence[torch.Tensor | None]
-
-
-def grads_of(params: Iterable[torch.Tensor]) -> list[torch.Tensor | None]:
-    """The ``.grad`` tensors of ``params`` (``None`` where a parameter has no gradient)."""
-    return [p.grad for p in params]
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:

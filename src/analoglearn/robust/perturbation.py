@@ -24,13 +24,16 @@ the same scale S. A scaler allows one ``unscale_`` per ``update()``, so the wrap
    ``scaler.unscale_(base)``, the optional clipping to ``max_grad_norm``, ``scaler.step(base)`` (skipped
    on inf/NaN) and ``scaler.update()``. The caller does not call ``scaler.step``/``update`` itself.
 
-A skipped step does not advance the wrapper's step counter (the clock of a schedule without
-:class:`~analoglearn.method.Progress`) and records no diagnostics; ``skipped`` counts them. Without a
-scaler (fp32, or bf16 autocast) there is no finiteness check and the step is exactly today's.
+A skipped step does not advance the wrapper's step counter (the clock of its schedule) and records
+no diagnostics; ``skipped`` counts them. Without a scaler (fp32, or bf16 autocast) there is no
+finiteness check and the step is exactly that of plain fp32.
 
-Strengths (ρ, σ_train) are numbers or :class:`~analoglearn.robust.schedules.Schedule` objects,
-evaluated at the :class:`~analoglearn.method.Progress` passed to ``step``; without one, the clock is
-the wrapper's own step counter and the schedule's ``total`` (in steps) must be set.
+Strengths (ρ, σ_train) are numbers or schedules of :mod:`analoglearn.schedule` (functions of the
+optimiser steps taken, t ↦ x(t)), evaluated at the wrapper's own step counter; a schedule with
+``observe`` (the feedback schedule) is told the clean and perturbed gradient norms after each step.
+
+The closure may return a float, a 0-dim tensor or an :class:`~analoglearn.method.Outcome`;
+``step`` returns what its first call returned (the clean call for SAM, ASAM and RWP with a clean pass).
 """
 
 from __future__ import annotations
@@ -43,12 +46,22 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..method import Progress
+from ..method import GradScaler
 from .diagnostics import EpochDiagnostics, StepDiagnostics
-from .schedules import Schedule, Strength, check_strength
 
-Closure = Callable[[], "torch.Tensor | float"]
-GradScaler = torch.amp.GradScaler
+Closure = Callable[[], Any]
+"""A closure (DESIGN.md): fills ``.grad`` at the current weights, returns the loss (float, tensor or Outcome)."""
+Strength = float | Callable[[int], float]
+"""ρ or σ_train: a number, or a schedule t ↦ x(t) of the steps taken (:mod:`analoglearn.schedule`)."""
+
+
+def check_strength(what: str, value: Strength) -> Strength:
+    """A strength: a number ≥ 0 or a schedule (a callable of the step)."""
+    if callable(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{what} must be a number ≥ 0 or a schedule; got {value!r}.")
+    return float(value)
 
 
 @contextlib.contextmanager
@@ -75,11 +88,12 @@ def frozen_batchnorm(model: nn.Module | None) -> Iterator[None]:
                     b.copy_(buffers[k])
 
 
-def call(closure: Closure) -> float:
-    """Run a closure with gradients enabled; its loss as a float."""
+def call(closure: Closure) -> tuple[float, Any]:
+    """Run a closure with gradients enabled: its loss as a float, and what it returned."""
     with torch.enable_grad():
-        loss = closure()
-    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        result = closure()
+    loss = result.detach() if isinstance(result, torch.Tensor) else result
+    return float(loss), result
 
 
 def all_finite(grads: Iterable[torch.Tensor | None]) -> bool:
@@ -182,21 +196,13 @@ class Perturbation(torch.optim.Optimizer):
         """Zero ``.grad`` of every parameter (the closure contract)."""
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
-    def current_strength(self, progress: Progress | None = None) -> float:
-        """ρ or σ_train at ``progress`` (or at the wrapper's own step counter)."""
-        if not isinstance(self.strength, Schedule):
-            return float(self.strength)
-        if progress is None:
-            if self.strength.total is None:
-                raise ConfigError("a schedule used without training progress needs `total` (in steps).")
-            total = self.strength.total
-            progress = Progress(step=self.steps, epoch=self.steps, steps_per_epoch=1, total_steps=total)
-        return self.strength(progress)
+    def current_strength(self) -> float:
+        """ρ or σ_train at the wrapper's step counter (steps taken)."""
+        return float(self.strength(self.steps)) if callable(self.strength) else float(self.strength)
 
-    def step(  # type: ignore[override]
-        self, closure: Closure, progress: Progress | None = None, scaler: GradScaler | None = None
-    ) -> float:
-        """One optimiser step: call ``closure`` around moved weights, then the base step; the loss.
+    def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
+        """One optimiser step: call ``closure`` around moved weights, then the base step; returns what
+        the first closure call returned.
 
         With ``scaler`` (module doc) the closure backpropagates ``scaler.scale(loss)`` and the step
         unscales, steps and updates the scaler itself.
@@ -206,7 +212,7 @@ class Perturbation(torch.optim.Optimizer):
     @property
     def needs_record(self) -> bool:
         """Whether steps must measure diagnostics (asked for, or read by a feedback schedule)."""
-        return self.diagnostics or (isinstance(self.strength, Schedule) and self.strength.needs_feedback)
+        return self.diagnostics or bool(getattr(self.strength, "needs_feedback", False))
 
     @torch.no_grad()
     def _unscale_in_place(self, scaler: GradScaler) -> bool:
@@ -248,7 +254,7 @@ class Perturbation(torch.optim.Optimizer):
         self.steps += 1
         self.last = record
         if record is not None:
-            if isinstance(self.strength, Schedule):
+            if hasattr(self.strength, "observe"):
                 self.strength.observe(record.perturbed_grad_norm, record.grad_norm)
             if self.diagnostics:
                 self.epoch.add(record)
@@ -257,7 +263,7 @@ class Perturbation(torch.optim.Optimizer):
     def own_state_dict(self) -> dict[str, Any]:
         """The wrapper's state without the base optimiser: step counter, skipped steps, schedule state
         and the current epoch's diagnostics sums (primitives only)."""
-        sched = self.strength.state_dict() if isinstance(self.strength, Schedule) else {}
+        sched = self.strength.state_dict() if hasattr(self.strength, "state_dict") else {}
         return {"steps": self.steps, "skipped": self.skipped, "schedule": sched,
                 "diagnostics": self.epoch.state_dict()}
 
@@ -267,7 +273,7 @@ class Perturbation(torch.optim.Optimizer):
         self.skipped = int(state.get("skipped", 0))
         if "diagnostics" in state:
             self.epoch.load_state_dict(state["diagnostics"])
-        if isinstance(self.strength, Schedule):
+        if hasattr(self.strength, "load_state_dict"):
             self.strength.load_state_dict(state["schedule"])
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

@@ -23,15 +23,15 @@ pass skips the step before any noisy pass, as SAM's first pass does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..method import Progress
 from ..noise import NoiseModel, perturbed
 from .diagnostics import Grads, StepDiagnostics, measure
-from .perturbation import Closure, GradScaler, Perturbation, active, all_finite, call, frozen_batchnorm
-from .schedules import Strength
+from .perturbation import Closure, GradScaler, Perturbation, Strength, active, all_finite, call, frozen_batchnorm
 
 
 class RWP(Perturbation):
@@ -72,6 +72,7 @@ class RWP(Perturbation):
         if not 0.0 <= mix <= 1.0:
             raise ConfigError(f"RWP mix λ must be in [0, 1]; got {mix!r}.")
         self.noise, self.samples, self.mix, self.generator = noise, int(samples), float(mix), generator
+        self.last_objective = float("nan")
         if not noise.select(model):
             raise ConfigError(f"noise model {noise.name!r} selects no parameter of {type(model).__name__}.")
 
@@ -80,30 +81,31 @@ class RWP(Perturbation):
         """Whether a step also computes ∇L(w) (λ < 1, diagnostics or feedback schedule)."""
         return self.mix < 1.0 or self.needs_record
 
-    def step(  # type: ignore[override]
-        self, closure: Closure, progress: Progress | None = None, scaler: GradScaler | None = None
-    ) -> float:
-        """One RWP step; returns J = λ·mean_k L(w+ε_k) + (1−λ)·L(w) (the mean perturbed loss if λ = 1
-        and no clean pass ran). With ``scaler`` the closure backpropagates ``scaler.scale(loss)``; a
-        non-finite clean pass then skips the step at once (no noisy pass) and L(w) is returned."""
+    def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
+        """One RWP step; returns what the first closure call returned (the clean one when a clean pass
+        runs, else the first noisy draw's). ``last_objective`` is J = λ·mean_k L(w+ε_k) + (1−λ)·L(w)
+        (the mean perturbed loss if λ = 1 and no clean pass ran). With ``scaler`` the closure
+        backpropagates ``scaler.scale(loss)``; a non-finite clean pass then skips the step at once."""
         scaler = active(scaler)
-        sigma = self.current_strength(progress)
+        sigma = self.current_strength()
         model_at = self.noise.with_strength(sigma)
         params = self.params()
         clean_loss, clean = float("nan"), None
         if self.clean_pass:
             self.zero_grad()
-            clean_loss = call(closure)
+            clean_loss, first = call(closure)
             if scaler is not None and not all_finite(p.grad for p in params):
                 self._finish(None, scaler, self._unscale_final(scaler))  # skipped, S lowered: no noisy pass
-                return clean_loss
+                self.last_objective = clean_loss
+                return first
             clean = [None if p.grad is None else p.grad.detach().clone() for p in params]
-        acc, losses = self._perturbed_passes(closure, model_at, params, frozen=self.clean_pass)
+        acc, losses, results = self._perturbed_passes(closure, model_at, params, frozen=self.clean_pass)
         mean_loss = sum(losses) / len(losses)
         record = None if clean is None else self._measure(clean_loss, mean_loss, clean, acc, sigma, scaler)
         self._write_grads(params, acc, clean)
         self._finish(record, scaler, self._unscale_final(scaler))
-        return mean_loss if clean is None else self.mix * mean_loss + (1 - self.mix) * clean_loss
+        self.last_objective = mean_loss if clean is None else self.mix * mean_loss + (1 - self.mix) * clean_loss
+        return results[0] if clean is None else first
 
     @staticmethod
     def _measure(
@@ -120,20 +122,22 @@ class RWP(Perturbation):
 
     def _perturbed_passes(
         self, closure: Closure, model_at: NoiseModel, params: list[torch.Tensor], frozen: bool
-    ) -> tuple[list[torch.Tensor | None], list[float]]:
-        """K closure calls at w + ε_k; the mean gradient (1/K)·Σ ∇L(w+ε_k) and the K losses."""
+    ) -> tuple[list[torch.Tensor | None], list[float], list[Any]]:
+        """K closure calls at w + ε_k; the mean gradient (1/K)·Σ ∇L(w+ε_k), the K losses and returns."""
         acc: list[torch.Tensor | None] = [None] * len(params)
-        losses = []
+        losses, results = [], []
         for k in range(self.samples):
             self.zero_grad()
             bn_model = self.model if (frozen or k > 0) else None
             with frozen_batchnorm(bn_model), perturbed(self.model, model_at, self.generator):
-                losses.append(call(closure))
+                loss, result = call(closure)
+            losses.append(loss)
+            results.append(result)
             for i, p in enumerate(params):
                 if p.grad is not None:  # a fresh tensor each pass: .grad is set to None before each call
                     g = p.grad.detach() if self.samples == 1 else p.grad.detach() / self.samples
                     acc[i] = g if acc[i] is None else acc[i].add_(g)
-        return acc, losses
+        return acc, losses, results
 
     @torch.no_grad()
     def _write_grads(

@@ -31,15 +31,14 @@ pair the second call's gradient is discarded by ``second_step``.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..method import Progress
 from .diagnostics import global_norm, measure
-from .perturbation import Closure, GradScaler, Perturbation, active, call, frozen_batchnorm
-from .schedules import Strength
+from .perturbation import Closure, GradScaler, Perturbation, Strength, active, call, frozen_batchnorm
 
 EPS = 1e-12
 
@@ -94,7 +93,6 @@ class SAM(Perturbation):
     def first_step(
         self,
         zero_grad: bool = True,
-        progress: Progress | None = None,
         loss: float = float("nan"),
         scaler: GradScaler | None = None,
     ) -> float:
@@ -104,7 +102,7 @@ class SAM(Perturbation):
         step is skipped now (no move; the scaler lowers S) and the next :meth:`second_step` only
         discards its gradient.
         """
-        self._rho = self.current_strength(progress)
+        self._rho = self.current_strength()
         scaler = active(scaler)
         if scaler is not None and not self._unscale_in_place(scaler):
             self._finish(None, scaler, finite=self._unscale_final(scaler))
@@ -152,24 +150,22 @@ class SAM(Perturbation):
         if zero_grad:
             self.zero_grad()
 
-    def step(  # type: ignore[override]
-        self, closure: Closure, progress: Progress | None = None, scaler: GradScaler | None = None
-    ) -> float:
-        """One SAM step: two closure calls (one if a scaled first pass is not finite); returns the
-        clean loss L(w). With ``scaler`` the closure backpropagates ``scaler.scale(loss)``."""
+    def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
+        """One SAM step: two closure calls (one if a scaled first pass is not finite); returns what the
+        clean call (at w) returned. With ``scaler`` the closure backpropagates ``scaler.scale(loss)``."""
         self.zero_grad()
-        loss = call(closure)
-        self.first_step(zero_grad=True, progress=progress, loss=loss, scaler=scaler)
+        loss, result = call(closure)
+        self.first_step(zero_grad=True, loss=loss, scaler=scaler)
         if self._skip_second:
             self._skip_second = False
-            return loss
+            return result
         try:
-            perturbed = call(closure)
+            perturbed, _ = call(closure)
         except BaseException:
             self._abort()
             raise
         self.second_step(loss=perturbed, scaler=scaler)
-        return loss
+        return result
 
     @torch.no_grad()
     def _abort(self) -> None:

@@ -1,4 +1,10 @@
-"""Schedules of a perturbation strength (ρ of SAM/ASAM, σ_train of RWP).
+"""Reference for tests/test_schedule.py: the strength schedules as they were before analoglearn.schedule.
+
+Frozen copy of the former ``analoglearn.robust.schedules`` (registry replaced by a dict, ``Progress``
+defined here), kept so the one schedule module is checked bit for bit against what produced the
+published numbers. Also :func:`schedule_factor`, the former learning-rate schedule of train.py.
+
+Schedules of a perturbation strength (ρ of SAM/ASAM, σ_train of RWP).
 
 Paper B (Jacobson et al., arXiv 2602.07320), §B.2 "dynamic perturbation schedule": the strength
 ramps up during training; the best results use the quadratic ramp x(t) = x_final·(t/T)².
@@ -25,9 +31,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import ConfigError
-from ..method import Progress
-from ..registry import SCHEDULES
+from analoglearn.errors import ConfigError
+from analoglearn.registry import Registry
+
+SCHEDULES: Registry[Any] = Registry("schedule")
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def schedule_factor(kind: str, lr_min: float, epoch: int, epochs: int, base: float) -> float:
+    """The former train.schedule_factor: cosine, linear or constant learning rate at ``epoch``."""
+    t = epoch / max(epochs, 1)
+    if kind == "cosine":
+        return lr_min + (base - lr_min) * (1 + math.cos(math.pi * t)) / 2
+    if kind == "linear":
+        return base + (lr_min - base) * t
+    return base
 
 S = TypeVar("S", bound=type)
 SHAPES: dict[str, Callable[[float, float], float]] = {
