@@ -7,6 +7,12 @@ them alike), are: the plain network; the tile model with everything off (the ove
 untiled and split over tiles of 256 rows; and the tiling alone. The ratio to the plain pass uses the fastest round of
 each case (the least disturbed); medians are reported too. Inference: ``torch.no_grad``, eval mode.
 
+The same run times one relaxation iteration of the Hopfield preset ``dchn_cpu`` (MNIST shape, batch
+256 also with ``--quick``, fp32, asynchronous schedule; its clamped input's drive is computed before
+the clock starts and reused, so only iterations are timed) digitally ("plain") and with every drive
+and feedback read through the tile (:mod:`analoglearn.analog.relaxation`): all off, and 8-bit DAC/ADC
+with output noise untiled and over 256-row tiles; the row reads ``ms/pass`` as ms per iteration.
+
     PYTHONPATH=src python benchmarks/analog_speed.py --json analog_speed.json [--quick] [--profile]
 """
 
@@ -16,6 +22,7 @@ import argparse
 import contextlib
 import statistics
 import time
+from typing import Any
 
 import torch
 from common import write_result
@@ -34,6 +41,15 @@ CASES = {
     "256-row tiles only": TileConfig(tile_rows=256),
 }
 NETS = {"lenet": ((1, 28, 28), 1.0), "vgg11": ((3, 32, 32), 0.25)}
+RELAX_CASES = {
+    "plain": None,
+    "tile, all off": TileConfig(),
+    "8-bit DAC/ADC + noise": TileConfig(**CONVERTERS),
+    "8-bit DAC/ADC + noise, 256-row tiles": TileConfig(**CONVERTERS, tile_rows=256),
+}
+"""The cases of the ``dchn_cpu`` relaxation rows (``plain``: the digital relaxation)."""
+RELAX_ITERATIONS = 5
+"""Iterations per timed relaxation (the time is divided by it)."""
 
 
 def build(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -55,6 +71,32 @@ def time_forward(model: torch.nn.Module, x: torch.Tensor, tile: TileConfig | Non
         return (time.perf_counter() - start) / steps
 
 
+def build_relaxation(batch: int) -> tuple[Any, torch.Tensor, list[torch.Tensor], dict]:
+    """``dchn_cpu`` on 1×28×28, a batch, a relaxed start state and the input's held drive."""
+    import analoglearn.energy  # noqa: F401  (registers the presets)
+    from analoglearn.energy.minimize import Minimizer
+
+    gen = torch.Generator().manual_seed(0)
+    net = MODELS.create("dchn_cpu", None, in_shape=(1, 28, 28), num_classes=10, generator=gen)
+    x = torch.rand(batch, 1, 28, 28, generator=gen)
+    start = Minimizer().relax(net, x, net.zero_state(batch), 10)
+    return net, x, start.state, start.input_drive or {}
+
+
+def time_iteration(net: Any, x: torch.Tensor, state: list[torch.Tensor], drive: dict, tile: TileConfig | None,
+                   steps: int) -> float:
+    """Seconds per asynchronous relaxation iteration over ``steps`` relaxations of RELAX_ITERATIONS each."""
+    from analoglearn.energy.minimize import Minimizer
+
+    minimizer = Minimizer()
+    ctx = contextlib.nullcontext() if tile is None else analog(net, tile, torch.Generator().manual_seed(1))
+    with ctx, torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(steps):
+            minimizer.relax(net, x, state, RELAX_ITERATIONS, input_drive=drive)
+        return (time.perf_counter() - start) / (steps * RELAX_ITERATIONS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few rounds and a small batch (a smoke run)")
@@ -63,6 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="passes per round (default 5, quick 2)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--relax-batch", type=int, default=256, help="batch of the dchn_cpu rows (default 256)")
     parser.add_argument("--profile", action="store_true", help="print the op profile of the converters case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,6 +123,12 @@ def main() -> None:
                 samples.setdefault((net, case), []).append(time_forward(model, x, tile, steps))
         if args.profile:
             profile(model, x, CASES["8-bit DAC/ADC + noise"], net)
+    net, x, state, drive = build_relaxation(args.relax_batch)
+    for tile in RELAX_CASES.values():
+        time_iteration(net, x, state, drive, tile, 1)  # warm-up
+    for _ in range(rounds):
+        for case, tile in RELAX_CASES.items():
+            samples.setdefault(("dchn_cpu", case), []).append(time_iteration(net, x, state, drive, tile, steps))
     report(args, steps, rounds, samples)
 
 
@@ -109,7 +158,10 @@ def report(args: argparse.Namespace, steps: int, rounds: int, samples: dict[tupl
     write_result(args.json, "analog_speed", {
         "batch": args.batch, "steps_per_round": steps, "rounds": rounds, "quick": args.quick,
         "nets": {n: {"in_shape": s, "width": w} for n, (s, w) in NETS.items()},
-        "converters": CONVERTERS, "tile_rows": 256, "mode": "eval, torch.no_grad"}, rows)
+        "converters": CONVERTERS, "tile_rows": 256, "mode": "eval, torch.no_grad",
+        "relaxation": {"net": "dchn_cpu", "in_shape": [1, 28, 28], "batch": args.relax_batch, "precision": "fp32",
+                       "schedule": "asynchronous", "iterations_per_timing": RELAX_ITERATIONS,
+                       "unit": "ms per iteration"}}, rows)
 
 if __name__ == "__main__":
     main()

@@ -36,11 +36,14 @@ BASE = {
 HOPFIELD = {"model": {"name": "tiny"},
             "method": {"name": "CEP", "free_iterations": 8, "nudged_iterations": 4, "eval_iterations": 8},
             "optim": {"name": "sgd", "lr": [0.2, 0.1, 0.05], "momentum": 0.9, "weight_decay": 0.0}}
+LOCAL_ASCENT = {"perturb": {"name": "sam", "rho": 0.05, "local_ascent": True},
+                "data": {**BASE["data"], "train_subset": 50}, "train": {"epochs": 1}}  # one step
 RUNS = {
     "sgd": {},
     "sam": {"perturb": {"name": "sam", "rho": 0.05}},
     "rwp": {"perturb": {"name": "rwp", "sigma": 0.1, "samples": 2, "schedule": "quadratic"}},
     "cep": HOPFIELD,
+    "sam-local": LOCAL_ASCENT,
 }
 
 
@@ -79,6 +82,8 @@ def test_two_workers_equal_one_process_and_only_rank_zero_writes(tmp_path):
     done = torchrun(str(worker), str(tmp_path / "runs.json"), str(tmp_path / "two"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     for item in spec:
+        if item["name"] == "sam-local":
+            continue  # no one-process run equals it: test_sam_local_ascent_equals_its_one_process_emulation
         # CEP's estimate is a difference of two ∂E/∂θ some 10⁴ times larger, so any change in summation order
         # moves it by ≈1% of itself in fp32 and the runs drift apart: its one-process reference splits the batch
         # in the same two halves (train.accumulate: 2), which two workers reproduce bit for bit
@@ -91,11 +96,45 @@ def test_two_workers_equal_one_process_and_only_rank_zero_writes(tmp_path):
     rank0 = json.loads((tmp_path / "two" / "writes-0.json").read_text())
     rank1 = json.loads((tmp_path / "two" / "writes-1.json").read_text())
     assert rank1 == {} and set(rank0) == set(RUNS)
-    assert all(names.count("last.pt") == BASE["train"]["epochs"] for names in rank0.values())
+    assert all(names.count("last.pt") == (1 if run == "sam-local" else BASE["train"]["epochs"])
+               for run, names in rank0.items())
     # the Hopfield warm starts differ between the workers: each holds the free state of its own shard
     warm = [w["method"]["warm"][0] for w in RunDir(tmp_path / "two" / "cep").load_checkpoint()["workers"]]
     last_batch = BASE["data"]["train_subset"] % BASE["data"]["batch_size"]  # 230 = 4·50 + 30: shards of 15
     assert warm[0].shape[0] == warm[1].shape[0] == last_batch // 2 and not torch.equal(warm[0], warm[1])
+    check_local_ascent(tmp_path / "two" / "sam-local", config(LOCAL_ASCENT), tmp_path / "emulated")
+
+
+def check_local_ascent(run: Path, raw: dict, scratch: Path) -> None:
+    """``perturb.local_ascent``: each worker ascends along its own shard's gradient, ε_r = ρ·g_r/‖g_r‖, and
+    the step uses Σ_r (b_r/B)·∇L_r(w + ε_r); emulated here in one process for the run's single step."""
+    from analoglearn.robust.diagnostics import global_norm
+    from analoglearn.train import Trainer
+
+    trainer = Trainer(build_config(raw), RunDir(scratch), log=lambda line: None)
+    x, y = next(iter(trainer.train_loader.epoch(0)))
+    params, rho = trainer.params, raw["perturb"]["rho"]
+    total = [torch.zeros_like(p) for p in params]
+    for xr, yr in zip(x.tensor_split(2), y.tensor_split(2)):
+        trainer.optimizer.zero_grad()
+        trainer.method.closure(xr, yr)()
+        factor = rho / (global_norm([p.grad for p in params]) + 1e-12)
+        eps = [p.grad * factor for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, eps):
+                p.add_(e)
+        trainer.optimizer.zero_grad()
+        trainer.method.closure(xr, yr)()
+        with torch.no_grad():
+            for p, e, t in zip(params, eps, total):
+                p.sub_(e)
+                t.add_(p.grad, alpha=len(yr) / len(y))
+    for p, t in zip(params, total):
+        p.grad = t
+    trainer.optimizer.base_optimizer.step()
+    got = weights(run)
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_a_killed_two_worker_run_resumes_exactly(tmp_path):

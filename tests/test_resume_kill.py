@@ -75,6 +75,19 @@ def plain(value, key: str = ""):
     return value
 
 
+def first_difference(a, b, path: str = "") -> str | None:
+    """The first key path where ``a`` and ``b`` differ (None if equal), for a readable failure."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{i}]"))), None)
+    return None if a == b else f"{path}: {str(a)[:80]} != {str(b)[:80]}"
+
+
 def content(run: Path, name: str):
     path = run / name
     if name.endswith(".pt"):
@@ -98,9 +111,10 @@ def test_twenty_kills_chained_on_three_methods_resume_bit_equal(tiny, tmp_path):
 
         run = tmp_path / f"{method}-killed"
         argv = ["train", "--config", str(config), "--run-dir", str(run)]
-        done = 0
+        done, log = 0, []
         while done < count:
             in_write = done % 2 == 0
+            log.append("write" if in_write else "moment")
             if kill_once(argv if not RunDir(run).exists() else ["train", "--resume", str(run)], run, rng, in_write):
                 done += 1
             assert not RunDir(run).finished(), f"{method}: the run finished after {done} kills; make it longer"
@@ -116,5 +130,6 @@ def test_twenty_kills_chained_on_three_methods_resume_bit_equal(tiny, tmp_path):
         assert "env.json" in names and not any(n.endswith(".tmp") for n in names)
         for name in names:
             if name != "env.json":
-                assert content(run, name) == content(reference, name), f"{method}: {name} differs"
+                got, want = content(run, name), content(reference, name)
+                assert got == want, f"{method}: {name} differs at {first_difference(got, want, name)} (kills: {log})"
     assert kills == 20

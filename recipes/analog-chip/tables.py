@@ -6,6 +6,10 @@
 ``lenet``: accuracy (%) through 4-, 6- and 8-bit tiles at each output noise, without and with a
 weight-noise draw under the tiles, per training method (mean ± std over seeds of the trial means).
 ``onchip``: test accuracy (%) of each algorithm for each device model (finished runs only).
+``ebl``: accuracy (%) of each energy-based algorithm's network relaxed through 4-, 6- and 8-bit tiles at
+each output noise (the ``evaluate --analog`` results in each run; mean ± std over seeds of trial means).
+
+    .venv/bin/python recipes/analog-chip/tables.py ebl runs/ebl-cpu-mnist
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from pathlib import Path
 import yaml
 
 
-def finished(folder: Path) -> list[tuple[dict, dict]]:
-    """``(config, summary)`` of every finished run under ``folder``."""
+def finished(folder: Path) -> list[tuple[dict, dict, Path]]:
+    """``(config, summary, run directory)`` of every finished run under ``folder``."""
     out = []
     for summary_path in sorted(folder.glob("*/summary.json")):
         summary = json.loads(summary_path.read_text())
         if summary.get("status") == "finished":
-            out.append((yaml.safe_load((summary_path.parent / "config.yaml").read_text()), summary))
+            out.append((yaml.safe_load((summary_path.parent / "config.yaml").read_text()), summary,
+                        summary_path.parent))
     return out
 
 
@@ -39,14 +44,14 @@ def training(config: dict) -> str:
     tile = (config.get("analog") or {}).get("tile")
     if tile:
         return f"HAT {tile.get('adc_bits')}-bit, σ_out {tile.get('out_noise')}"
-    method = config["method"]
-    return f"rwp σ={method['sigma']}" if method["name"] == "rwp" else method["name"]
+    perturb = config.get("perturb") or config["method"]  # runs of before the perturb section: method: {name: rwp}
+    return f"rwp σ={perturb['sigma']}" if perturb["name"] == "rwp" else config["method"]["name"]
 
 
 def lenet(folder: Path) -> None:
     cells: dict[tuple[str, str, float], list[float]] = defaultdict(list)
     clean: dict[str, list[float]] = defaultdict(list)
-    for config, summary in finished(folder):
+    for config, summary, _ in finished(folder):
         name = training(config)
         clean[name].append(summary["test_accuracy"])
         for point in summary.get("analog", []):
@@ -75,7 +80,7 @@ def device_name(device: dict) -> str:
 
 def onchip(folder: Path) -> None:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for config, summary in finished(folder):
+    for config, summary, _ in finished(folder):
         cells[(device_name(config["optim"]["device"]), config["method"]["name"])].append(summary["test_accuracy"])
     devices = sorted({d for d, _ in cells}, key=lambda d: (not d.startswith("ideal"), d.split(",")[0],
                                                            int(d.split(", ")[-1].split()[0]) if "states" in d else 0))
@@ -87,5 +92,30 @@ def onchip(folder: Path) -> None:
                                            for m in methods) + " |")
 
 
+def ebl(folder: Path) -> None:
+    """Energy-based networks relaxed through the tiles: one table per converter resolution, rows the
+    algorithms, columns σ_out (``evaluate --analog`` results, ``eval-analog*.json`` in each run)."""
+    cells: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
+    clean: dict[str, list[float]] = defaultdict(list)
+    for config, summary, run in finished(folder):
+        name = config["method"]["name"]
+        clean[name].append(summary["test_accuracy"])
+        for path in sorted(run.glob("eval-analog*.json")):
+            result = json.loads(path.read_text())
+            for point in result["points"]:
+                bits = point["noise"].split("dac_bits=")[1].split(";")[0].split("]")[0]
+                cells[(name, bits, point["noise"], point["strength"])].append(point["mean"])
+    order = [m for m in ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP") if m in clean]
+    for bits in sorted({b for _, b, _, _ in cells}, key=int):
+        strengths = sorted({s for _, b, _, s in cells if b == bits})
+        print(f"\n{bits}-bit DAC/ADC\n")
+        print("| algorithm | digital | " + " | ".join(f"σ_out {s:g}" for s in strengths) + " |")
+        print("|---|---:|" + "---:|" * len(strengths))
+        for name in order:
+            row = [pm(v) if (v := [m for (n, b, _, s), ms in cells.items() if (n, b, s) == (name, bits, st)
+                                   for m in ms]) else "–" for st in strengths]
+            print(f"| {name} | {pm(clean[name])} | " + " | ".join(row) + " |")
+
+
 if __name__ == "__main__":
-    {"lenet": lenet, "onchip": onchip}[sys.argv[1]](Path(sys.argv[2]))
+    {"lenet": lenet, "onchip": onchip, "ebl": ebl}[sys.argv[1]](Path(sys.argv[2]))

@@ -59,7 +59,8 @@ def assess_analog(
     calibration_images: int = 2000,
 ) -> dict[str, Any]:
     """Clean accuracy and tile-model curves (one per entry, over its swept values) of ``trainer``'s model,
-    in the format of :func:`assess_noise`; calibrated ranges come from the first training images."""
+    in the format of :func:`assess_noise`; calibrated ranges come from the first training images, read by
+    ``trainer.method.predict`` (a Hopfield network's ranges: over all reads of its digital relaxations)."""
     from .analog.corruption import calibration_batches, from_spec
 
     test = trainer.test_set
@@ -73,7 +74,7 @@ def assess_analog(
         corruption = from_spec(spec)  # checked against the model in every trial (AnalogCorruption.applied)
         if corruption.tile.in_range == "calibrated" and batches is None:
             batches = calibration_batches(trainer.eval_loader(trainer.train_set), calibration_images)
-        corruption = corruption.calibrated(trainer.model, batches)
+        corruption = corruption.calibrated(trainer.model, batches, run=trainer.method.predict)
         curves.append(robustness_curve(trainer.method.predict, trainer.model, loader,
                                        corruption, spec.values, trials=trials,
                                        seed=seed).to_dict())

@@ -189,19 +189,24 @@ def build_parts(
     if isinstance(optimizer, Perturbation):
         optimizer.max_grad_norm = cfg.optim.clip_grad_norm
     check_eval(cfg.eval, model)
-    return model, optimizer, method, build_hardware(cfg, model, seeds)
+    return model, optimizer, method, build_hardware(cfg, model, seeds, method)
 
 
-def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds) -> Any:
-    """The :class:`~analoglearn.analog.training.HardwareAware` state of an ``analog`` section, or None."""
+def build_hardware(cfg: Config, model: nn.Module, seeds: Seeds, method: Method | None = None) -> Any:
+    """The :class:`~analoglearn.analog.training.HardwareAware` state of an ``analog`` section, or None.
+
+    For a Hopfield network ``method.predict`` (its digital relaxation) is the inference the calibrated
+    ranges are measured with."""
     if cfg.analog.tile is None:
         return None
+    from .analog.relaxation import is_hopfield
     from .analog.tile import TileConfig
     from .analog.training import HardwareAware
 
+    run = method.predict if method is not None and is_hopfield(model) else None
     try:
         return HardwareAware(TileConfig(**cfg.analog.tile), model, seeds.analog, cfg.analog.calibration_images,
-                             cfg.analog.weight_clip)
+                             cfg.analog.weight_clip, run=run)
     except ConfigError as err:
         raise ConfigError(_with_keys(str(err), f"analog.tile with model.name={cfg.model.name}")) from None
 

@@ -233,7 +233,7 @@ class EvalConfig:
     """Noise models to evaluate under; empty: clean accuracy only."""
     analog: list[AnalogSpec] = field(default_factory=list)
     """Tile-model evaluations (DAC/ADC, output noise, tiles in every MVM), each with paired Monte-Carlo
-    trials like the noise models; feed-forward networks."""
+    trials like the noise models; feed-forward and Hopfield networks (tiles inside the relaxation)."""
     trials: int = 10
     """Noise draws per strength; each draw is fixed for the whole test set."""
     subset: int | None = None
@@ -286,7 +286,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     analog: AnalogConfig = field(default_factory=AnalogConfig)
-    """Hardware-aware training through the tile model (optional; feed-forward networks)."""
+    """Hardware-aware training through the tile model (optional; feed-forward and Hopfield networks)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (options flattened beside ``name``)."""

@@ -1,9 +1,11 @@
 """The one training loop, shared by every method of both pillars.
 
 ``fit(config, run_dir)`` builds the data loaders, the model, the optimiser (with per-layer
-learning-rate groups), the method, then for each epoch: sets the learning rate of the schedule,
-runs ``method.train_step`` on every batch, evaluates on the test set, appends a line to
-``metrics.jsonl`` and saves ``last.pt`` (and ``best.pt``). ``fit(..., resume=True)`` continues
+learning-rate groups, wrapped by the ``perturb`` section's SAM/ASAM/RWP), the method, then for each
+epoch: sets the learning rate of the schedule, takes ``optimizer.step(method.closure(x, y))`` on every
+batch (:func:`take_step`; sharded over workers under ``torchrun``, :mod:`analoglearn.distributed`),
+evaluates on the test set, appends a line to ``metrics.jsonl`` and saves ``last.pt`` (and
+``best.pt``). ``fit(..., resume=True)`` continues
 from ``last.pt``; because data order and augmentation are functions of (seed, epoch, batch) and
 every generator's state is checkpointed, a resumed run reproduces the uninterrupted one exactly
 on CPU (wall-clock timings aside).
@@ -36,7 +38,7 @@ from .build import (
     resolve_device,
     validate,
 )
-from .config import Config, OptimConfig, build_config
+from .config import Config, build_config
 from .errors import AnalogLearnError, CheckpointError, ConfigError, Preempted, StorageError, TrainingDiverged
 from .evaluate import accuracy
 from .logsinks import Sinks
@@ -49,14 +51,6 @@ CHECKPOINT_FORMAT = "analoglearn-checkpoint-1"
 
 __all__ = ["Seeds", "Trainer", "build_model", "fit", "fit_locked", "load_trainer", "prepare", "resolve_device",
            "start", "take_step", "validate"]
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epoch: int, epochs: int) -> float:
-    """Set every group's rate for ``epoch`` (:func:`analoglearn.schedule.learning_rate` of its initial rate,
-    stepped per epoch); return the first group's."""
-    for group in optimizer.param_groups:
-        group["lr"] = schedule.learning_rate(cfg.schedule, group["initial_lr"], cfg.lr_min, epochs, 1)(epoch)
-    return optimizer.param_groups[0]["lr"]
 
 
 def take_step(optimizer: torch.optim.Optimizer, closure: Closure, scaler: GradScaler | None = None,
@@ -81,15 +75,6 @@ def take_step(optimizer: torch.optim.Optimizer, closure: Closure, scaler: GradSc
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
     return outcome
-
-
-def test_metrics(predict: Callable[[torch.Tensor], torch.Tensor], loader: Any) -> dict[str, float]:
-    """Test error and top-5 error (when there are at least 5 classes), in %."""
-    result = accuracy(predict, loader)
-    out = {"test_error": 100.0 - result.top1}
-    if result.top5 is not None:
-        out["test_top5_error"] = 100.0 - result.top5
-    return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -131,19 +116,19 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint state
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (plain tensors and primitives)."""
-        gen = self.method.generator
+        mine = self.worker_state()
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "method": self.method.state_dict(),
-            "generators": {"torch": torch.get_rng_state(), "method": gen.get_state() if gen is not None else None},
+            "method": mine["method"],
+            "generators": {"torch": mine["torch"], "method": mine["generator"]},
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "partial": dict(self.partial), "history": list(self.history), "best_test_error": self.best_error,
             **({"analog": self.hardware.state_dict()} if self.hardware is not None else {}),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            **({"workers": distributed.gather(self.worker_state(), self.world)} if self.world.active else {}),
+            **({"workers": distributed.gather(mine, self.world)} if self.world.active else {}),
         }
 
     def worker_state(self) -> dict[str, Any]:
@@ -153,12 +138,14 @@ class Trainer:
         return {"method": self.method.state_dict(), "generator": gen.get_state() if gen is not None else None,
                 "torch": torch.get_rng_state()}
 
-    def save(self, name: str = LAST) -> None:
-        """Write a checkpoint (rank 0; every worker takes part in gathering the state)."""
+    def save(self, *names: str) -> None:
+        """Write the checkpoint ``names`` (default ``last.pt``) in order, on rank 0; every worker takes part
+        in gathering the state."""
         distributed.broadcast_buffers(self.model, self.world)
         state = self.state()
-        if self.world.writer:
-            self.run_dir.save_checkpoint(state, name)
+        for name in names or (LAST,):
+            if self.world.writer:
+                self.run_dir.save_checkpoint(state, name)
 
     def load_state(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
         """Restore :meth:`state` (inverse); a checkpoint of another run, model or width raises
@@ -269,7 +256,10 @@ class Trainer:
     def train_epoch(self) -> None:
         """One epoch (from ``self.batch`` on, when resuming mid-epoch), evaluation and checkpoint."""
         cfg, epochs = self.cfg, self.cfg.train.epochs
-        lr = set_learning_rate(self.optimizer, cfg.optim, self.epoch, epochs)
+        for group in self.optimizer.param_groups:  # the schedule of each group's initial rate, stepped per epoch
+            group["lr"] = schedule.learning_rate(cfg.optim.schedule, group["initial_lr"], cfg.optim.lr_min,
+                                                 epochs, 1)(self.epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
         steps = len(self.train_loader)
         every = cfg.train.checkpoint_every if isinstance(cfg.train.checkpoint_every, int) else 0
         bar = self.progress_bar(steps)
@@ -330,7 +320,10 @@ class Trainer:
         distributed.broadcast_buffers(self.model, self.world)
         if last or (self.epoch + 1) % self.cfg.train.eval_every == 0:
             start = time.perf_counter()
-            record.update(test_metrics(self.method.predict, self.test_loader))
+            result = accuracy(self.method.predict, self.test_loader)  # errors in %; top-5 with ≥ 5 classes
+            record["test_error"] = 100.0 - result.top1
+            if result.top5 is not None:
+                record["test_top5_error"] = 100.0 - result.top5
             record["eval_seconds"] = time.perf_counter() - start
         record["epoch_seconds"] = p["seconds"]
         self.check_weights()
@@ -340,12 +333,10 @@ class Trainer:
         improved = "test_error" in record and (self.best_error is None or record["test_error"] < self.best_error)
         if improved:
             self.best_error = record["test_error"]
-        state = self.state()
+        self.sinks.scalars(self.step, record)  # before the checkpoint: a resume purges what follows it
+        # best.pt first: a kill between the two redoes the epoch and writes both again
+        self.save(*((BEST, LAST) if improved else (LAST,)))
         if self.world.writer:
-            if improved:  # best.pt first: a kill between the two redoes the epoch and writes both again
-                self.run_dir.save_checkpoint(state, BEST)
-            self.sinks.scalars(self.step, record)  # before the checkpoint: a resume purges what follows it
-            self.run_dir.save_checkpoint(state)
             self.run_dir.write_metrics(self.history)
         self.log(format_record(record, epochs))
 
@@ -366,16 +357,12 @@ class Trainer:
         if self.world.writer:
             self.run_dir.write_summary({"status": "diverged", "epoch": self.epoch + 1, "step": self.step,
                                         "reason": what})
-        return TrainingDiverged(
-            f"training diverged at epoch {self.epoch + 1}, step {self.step}: {what}. "
-            f"{kept} ({self.run_dir.path / LAST}). Try a lower optim.lr."
-        )
+        return TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.step}: {what}. "
+                                f"{kept} ({self.run_dir.path / LAST}). Try a lower optim.lr.")
 
     def progress_bar(self, total: int) -> Any:
-        show = self.cfg.train.progress
-        if show is None:
-            show = sys.stderr.isatty()
-        if not show:
+        """A tqdm bar when ``train.progress`` asks for one (default: when stderr is a terminal), else None."""
+        if not (sys.stderr.isatty() if self.cfg.train.progress is None else self.cfg.train.progress):
             return None
         from tqdm.auto import tqdm
 
@@ -395,20 +382,16 @@ class Trainer:
         """Evaluate under noise (``eval`` section), write ``summary.json`` and return it."""
         from .assess import assess_after_training
 
-        final = self.history[-1] if self.history else {}
+        error = (self.history[-1] if self.history else {}).get("test_error")
         if not self.world.writer:  # rank 0 evaluates and writes alone; no collective follows
             return {"status": "finished", "epochs": len(self.history), "steps": self.step}
         self.write_artifacts()
         summary: dict[str, Any] = {
-            "status": "finished",
-            "epochs": len(self.history),
-            "steps": self.step,
-            "test_error": final.get("test_error"),
-            "test_accuracy": None if final.get("test_error") is None else 100.0 - final["test_error"],
-            "best_test_error": self.best_error,
-            "train_seconds": sum(r["epoch_seconds"] for r in self.history),
+            "status": "finished", "epochs": len(self.history), "steps": self.step, "test_error": error,
+            "test_accuracy": None if error is None else 100.0 - error,
+            "best_test_error": self.best_error, "train_seconds": sum(r["epoch_seconds"] for r in self.history),
             "dataset": self.cfg.data.name, "model": self.cfg.model.name, "method": self.cfg.method.name,
-            "seed": self.cfg.seed,
+            "perturb": self.cfg.perturb.name, "seed": self.cfg.seed,
         }
         cfg = self.cfg.eval
         evaluated = self  # eval.checkpoint best: evaluated in a model of its own, the live trainer left as it is
@@ -434,12 +417,9 @@ def load_trainer(run_dir: str | Path, checkpoint: str = LAST, log: Callable[[str
 
 def format_record(record: dict[str, Any], epochs: int) -> str:
     """One log line per epoch."""
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}",
-             f"train err {record['train_error']:.2f}%"]
-    if "test_error" in record:
-        parts.append(f"test err {record['test_error']:.2f}%")
-    parts += [f"lr {record['lr']:.3g}", f"{record['epoch_seconds']:.1f}s"]
-    return "  ".join(parts)
+    test = f"  test err {record['test_error']:.2f}%" if "test_error" in record else ""
+    return (f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  train err {record['train_error']:.2f}%"
+            f"{test}  lr {record['lr']:.3g}  {record['epoch_seconds']:.1f}s")
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -510,18 +490,18 @@ def start(trainer: Trainer, *, resume: bool = False) -> dict[str, Any]:
         raise StorageError(storage_message(err, run.path)) from None
 
 
-def fit(
-    cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def fit(cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
+        locked: bool = False) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir`` (new, or continued from ``last.pt`` with ``resume=True``).
 
-    Everything is validated before anything is written (:func:`prepare`). Holds the run's lock
-    while it trains (:meth:`RunDir.lock`: a second process training the same run raises
-    :class:`RunBusy`). Returns the run's summary (also written to ``summary.json``); resuming a
-    finished run changes nothing and returns its summary.
+    Everything is validated before anything is written (:func:`prepare`), on every worker before any
+    starts. Holds the run's lock while it trains (:meth:`RunDir.lock`: a second process training the
+    same run raises :class:`RunBusy`), unless the caller holds it (``locked``, as a sweep does).
+    Returns the run's summary (also written to ``summary.json``); resuming a finished run changes
+    nothing and returns its summary.
     """
     world = distributed.world()
-    if resume and world.writer and RunDir(run_dir).locked():
+    if resume and world.writer and not locked and RunDir(run_dir).locked():
         with RunDir(run_dir).lock():  # raises RunBusy, naming the process that trains it
             pass
     error: BaseException | None = None
@@ -534,13 +514,10 @@ def fit(
         raise error
     if isinstance(prepared, dict):
         return prepared
-    with RunDir(run_dir).lock() if world.writer else contextlib.nullcontext():
+    with RunDir(run_dir).lock() if world.writer and not locked else contextlib.nullcontext():
         return start(prepared, resume=resume)
 
 
-def fit_locked(
-    cfg: Config | None, run_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def fit_locked(cfg: Config | None, run_dir: str | Path, **options: Any) -> dict[str, Any]:
     """:func:`fit` for a caller that already holds the run's lock."""
-    prepared = prepare(cfg, run_dir, resume=resume, log=log)
-    return prepared if isinstance(prepared, dict) else start(prepared, resume=resume)
+    return fit(cfg, run_dir, locked=True, **options)

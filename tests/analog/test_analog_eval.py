@@ -82,11 +82,13 @@ def test_bad_entries_name_the_key(entry, expected):
         build_config({"eval": {"analog": [entry]}})
 
 
-def test_hopfield_networks_are_refused_before_training(tmp_path, capsys):
-    code = main(["train", "--run-dir", str(tmp_path / "run"), "data.name=Synthetic", "model.name=tiny",
-                 "method.name=CEP", "eval.analog=[{tile: {in_range: static}}]"])
-    assert code == 2 and "feed-forward networks for now" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+def test_hopfield_networks_pass_validation_with_eval_analog_and_an_analog_section():
+    # Hopfield networks read through the tile inside their relaxation (test_analog_relaxation.py)
+    from analoglearn.build import validate
+
+    validate(build_config({"data": {"name": "Synthetic"}, "model": {"name": "tiny"}, "method": {"name": "CEP"},
+                           "eval": {"analog": [{"tile": {"in_range": "static"}}]},
+                           "analog": {"tile": {"in_range": "calibrated", "dac_bits": 8}}}))
 
 
 def test_analog_with_noise_options_is_refused(lenet_run, capsys):
@@ -128,10 +130,10 @@ def test_hardware_aware_training_reads_through_the_tile(tiny, tmp_path):
     assert len(ranges) == 5 and all(float(r) > 0 for r in ranges.values())  # one per conv/linear layer of LeNet
 
 
-def test_hardware_aware_training_refuses_hopfield_networks_and_learned_ranges(capsys, tmp_path):
-    for overrides, expected in ((["model.name=tiny", "method.name=CEP", "analog.tile={in_range: static}"],
-                                 "feed-forward networks for now"),
-                                (["analog.tile={in_range: learned}"], "analog.tile.in_range: learned")):
+def test_hardware_aware_training_refuses_learned_ranges(capsys, tmp_path):
+    for overrides, expected in ((["analog.tile={in_range: learned}"], "analog.tile.in_range: learned"),
+                                (["model.name=tiny", "method.name=CEP", "analog.tile={in_range: learned}"],
+                                 "analog.tile.in_range: learned")):
         assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=Synthetic", *overrides]) == 2
         assert expected in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -100,10 +100,16 @@ def test_a_reader_sees_every_drive_and_feedback_product_of_a_relaxation(net, bat
     x, y = batch
     target = torch.nn.functional.one_hot(y, 3).double()
     counts: collections.Counter = collections.Counter()
+    sites: collections.Counter = collections.Counter()
     products = _Products()
+    index = {id(m): i for i, m in enumerate(net.interactions)}
+    ops: set = set()
 
-    def reader(op, inp, weight):
+    def reader(op, inp, weight, site):
         counts[_op_name(op)] += 1
+        transposed = _op_name(op) in ("conv_transpose2d", "linear_transposed")
+        sites[(index[id(site)], "feedback" if transposed else "drive")] += 1
+        ops.add((index[id(site)], _op_name(op)))
         products.inside = True
         try:
             return op(inp, weight)
@@ -119,23 +125,27 @@ def test_a_reader_sees_every_drive_and_feedback_product_of_a_relaxation(net, bat
     # tiny: conv x→s1, conv s1→s2, dense s2→o; 5 asynchronous iterations ({s1, o} then {s2})
     if cache:  # conv(x) once, conv(s1) once per iteration plus the first arg-max
         assert counts == {"conv2d": 7, "conv_transpose2d": 5, "linear": 5, "linear_transposed": 5}
+        assert sites == {(0, "drive"): 1, (1, "drive"): 6, (1, "feedback"): 5, (2, "drive"): 5, (2, "feedback"): 5}
     else:  # recomputed: conv(x) and conv(s1) (its arg-max) at s1's update, conv(s1) at s2's
         assert counts == {"conv2d": 15, "conv_transpose2d": 5, "linear": 5, "linear_transposed": 5}
+    # the reader is told the interaction: conv products belong to the conv-pool ones, dense to the last
+    assert all((i == 2) == name.startswith("linear") for i, name in ops) and {i for i, _ in ops} == {0, 1, 2}
 
 
 def test_a_scaling_reader_moves_the_fixed_point_and_is_restored_on_error(net):
     x, _ = make_batch(batch=4)
     minimizer = Minimizer(precision="fp64", tolerance=1e-12)
     clean = minimizer.relax(net, x, net.zero_state(4), 500).state
-    with reading(lambda op, inp, weight: 1.5 * op(inp, weight)):
+    with reading(lambda op, inp, weight, site: 1.5 * op(inp, weight)):
         scaled = minimizer.relax(net, x, net.zero_state(4), 500).state
-        with pytest.raises(RuntimeError, match="boom"), reading(lambda op, inp, weight: 1 / 0 or inp):
+        with pytest.raises(RuntimeError, match="boom"), reading(lambda op, inp, weight, site: 1 / 0 or inp):
             raise RuntimeError("boom")
         again = minimizer.relax(net, x, net.zero_state(4), 500).state  # the outer reader is back
     assert all(torch.equal(a, b) for a, b in zip(scaled, again))
     assert max(float((a - b).abs().max()) for a, b in zip(clean, scaled)) > 1e-3
     w = torch.ones(2, 3, dtype=torch.float64)
-    assert torch.equal(interactions.read(torch.nn.functional.linear, torch.ones(1, 3, dtype=torch.float64), w),
+    assert torch.equal(interactions.read(torch.nn.functional.linear, torch.ones(1, 3, dtype=torch.float64), w,
+                                       net.interactions[2]),
                        torch.full((1, 2), 3.0, dtype=torch.float64))
     after = minimizer.relax(net, x, net.zero_state(4), 500).state
     assert all(torch.equal(a, b) for a, b in zip(clean, after))

@@ -143,11 +143,11 @@ def test_state_dict_round_trip_equals_an_uninterrupted_run(quadratic, wrapper: s
 
 def test_own_state_of_older_checkpoints_still_loads(quadratic) -> None:
     sam = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.1), rho=schedule.ramp(0.0, 0.2, 4, shape="quadratic"))
-    sam.load_own_state_dict({"steps": 3, "schedule": {}})  # no skipped/diagnostics keys
+    sam.load_state_dict({"steps": 3, "schedule": {}})  # no skipped/diagnostics keys
     assert sam.steps == 3 and sam.skipped == 0 and sam.current_strength() == pytest.approx(0.2 * (3 / 4) ** 2)
     fed = SAM(torch.optim.SGD(quadratic.parameters(), lr=0.1),
               rho=schedule.feedback(schedule.ramp(0.0, 0.2, 4, shape="quadratic")))
-    fed.load_own_state_dict({"steps": 3, "schedule": {"clock": 2}})
+    fed.load_state_dict({"steps": 3, "schedule": {"clock": 2}})
     assert fed.steps == 3 and fed.skipped == 0 and fed.strength.clock == 2
     assert fed.current_strength() == pytest.approx(0.2 * (2 / 4) ** 2)
 

@@ -15,13 +15,18 @@ and the weight-noise model when there is one (``...+additive_gaussian(0.05)``).
 
 Calibrated input ranges (``in_range: calibrated``) are measured once per entry, on the digital
 network with its clean weights, over the first ``calibration_images`` training images.
+
+Hopfield networks are evaluated the same way: inside a trial every drive and feedback read of every
+iteration of the relaxation (``method.predict``) goes through the tile and draws fresh output noise
+from the trial's generator (:mod:`analoglearn.analog.relaxation`); their ranges are calibrated over
+all reads of the digital relaxations of the calibration images (``run=method.predict``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,26 +104,25 @@ class AnalogCorruption:
         return {"tile": tile, "sweep": self.sweep, "noise": noise}
 
     def check(self, model: nn.Module) -> None:
-        """Refuse a model the tile model cannot be applied to (no conv/linear layer; a Hopfield network,
-        whose relaxation does not read through the layers' ``forward``)."""
-        from ..energy.network import HopfieldNetwork
-
-        if isinstance(model, HopfieldNetwork):
-            raise ConfigError("the tile model applies to feed-forward networks for now; a Hopfield network's "
-                              "relaxation reads its weights directly (tiles inside the relaxation come with the "
-                              "energy-based part of the analog-chip work): evaluate it under weight noise instead")
+        """Refuse a model the tile model cannot be applied to (no conv/linear layer, or a weight-noise
+        model that selects none of its parameters). Hopfield networks are read inside their relaxation."""
         if not analog_layers(model):
             raise ConfigError(f"{type(model).__name__} has no conv or linear layer for the tile model to read through")
         if self.noise is not None and not self.noise.select(model):
             raise ConfigError(f"the weight noise {self.noise.label} selects no parameter of {type(model).__name__}")
 
-    def calibrated(self, model: nn.Module, batches: Iterable[Any] | None) -> AnalogCorruption:
-        """This corruption with its input ranges measured on ``batches`` when the tile calibrates them."""
+    def calibrated(self, model: nn.Module, batches: Iterable[Any] | None,
+                   run: Callable[[torch.Tensor], Any] | None = None) -> AnalogCorruption:
+        """This corruption with its input ranges measured on ``batches`` when the tile calibrates them.
+
+        ``run(x)``: the network's inference (``method.predict``; needed for a Hopfield network, whose
+        ranges are measured over its relaxation's reads; default ``model(x)``).
+        """
         if self.tile.in_range != "calibrated":
             return self
         if batches is None:
             raise ConfigError("in_range: calibrated needs training images to calibrate on")
-        return dataclasses.replace(self, ranges=calibrate(model, self.tile, batches))
+        return dataclasses.replace(self, ranges=calibrate(model, self.tile, batches, run=run))
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module, generator: torch.Generator | None) -> Iterator[None]:

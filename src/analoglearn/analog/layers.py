@@ -1,4 +1,11 @@
-"""The tile model on any feed-forward network: the :func:`analog` context manager and range calibration.
+"""The tile model on any network: the :func:`analog` context manager and range calibration.
+
+Feed-forward networks are described below; a Hopfield network
+(:class:`~analoglearn.energy.network.HopfieldNetwork`) is read inside its relaxation instead, every
+drive and feedback of every iteration through the tile, with ranges per *site*
+``interactions.<i>.drive`` / ``interactions.<i>.feedback``: see :mod:`analoglearn.analog.relaxation`.
+The same :func:`analog`, :func:`calibrate` (with ``run``, the network's inference) and
+:func:`init_ranges` serve both.
 
 Inside ``with analog(model, tile, generator=g):`` every ``nn.Linear`` and ``nn.Conv1d/2d/3d``
 forward of ``model`` goes through :func:`analoglearn.analog.read.read`, in evaluation *and* in
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -42,7 +49,10 @@ _CONV_FN = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The ``(qualified name, layer)`` pairs of ``model`` that :func:`analog` routes, in module order."""
+    """The ``(qualified name, layer)`` pairs of ``model``'s conv/linear layers, in module order: those
+    :func:`analog` routes, and, in a Hopfield network, the crossbars its relaxation reads
+    (``interactions.<i>.conv`` / ``interactions.<i>.linear``, whose ``.weight`` is W_i; weight clipping
+    and weight noise act on them)."""
     return [(name, m) for name, m in model.named_modules() if type(m) in LAYER_TYPES]
 
 
@@ -67,6 +77,10 @@ def analog(
 ) -> Iterator[list[str]]:
     """Route every conv/linear forward of ``model`` through the tile model; restore it on exit.
 
+    For a :class:`~analoglearn.energy.network.HopfieldNetwork`: every drive and feedback read of its
+    relaxations inside the block instead (:func:`analoglearn.analog.relaxation.tile_relaxation`;
+    ranges and the yielded names are the sites ``interactions.<i>.drive`` / ``.feedback``).
+
     Args:
         model: any ``nn.Module``.
         tile: the non-idealities.
@@ -81,6 +95,12 @@ def analog(
     >>> with analog(net, TileConfig(in_range="static", r_in=3, dac_bits=8), torch.Generator().manual_seed(0)):
     ...     scores = net(x)
     """
+    from .relaxation import is_hopfield, tile_relaxation
+
+    if is_hopfield(model):
+        with tile_relaxation(model, tile, generator, ranges) as sites:  # type: ignore[arg-type]
+            yield sites
+        return
     layers = analog_layers(model)
     if not layers:
         raise ConfigError(f"analog(): {type(model).__name__} has no layer of the types "
@@ -130,9 +150,15 @@ def init_ranges(model: nn.Module, tile: TileConfig, value: float | None = None) 
     """Learnable input ranges, one ``nn.Parameter`` per layer, filled with ``value`` (default ``tile.r_in``).
 
     Shape ``()``, or ``(C_in,)`` with ``tile.in_per_channel``; on each layer's device and dtype.
-    The read uses |r| (so a step through zero cannot make a range negative).
+    The read uses |r| (so a step through zero cannot make a range negative). For a Hopfield network:
+    one per site (``interactions.<i>.drive`` / ``.feedback``), ``(channels,)`` over the read's input
+    channels (:func:`analoglearn.analog.relaxation.relaxation_sites`).
     """
+    from .relaxation import is_hopfield, site_ranges
+
     r = tile.r_in if value is None else value
+    if is_hopfield(model):
+        return site_ranges(model, tile, r)  # type: ignore[arg-type]
     out = {}
     for name, layer in analog_layers(model):
         shape = (layer.weight.shape[1] * layer.groups,) if not isinstance(layer, nn.Linear) else (layer.in_features,)
@@ -147,11 +173,17 @@ def calibrate(
     tile: TileConfig,
     batches: Iterable[Any],
     method: str | None = None,
+    run: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Input ranges r_in of every conv/linear layer of ``model``, measured on ``batches``.
 
     The inputs are those of the digital network (no tile model), in evaluation mode (batch-norm
     statistics are used, not updated; each module's mode is restored afterwards), without gradients.
+    ``run(x)`` is the network's inference on a batch (default ``model(x)``). A Hopfield network
+    needs it (its ``method.predict``, a digital relaxation): the ranges are then those of its sites
+    (``interactions.<i>.drive`` / ``.feedback``), the statistic taken over the inputs of *all* reads of
+    the relaxations of all batches (every iteration; a drive held by the minimiser counts once) — a
+    "batch" of ``std`` below is then one read.
     With a signed range the statistic is taken of |x|, with an unsigned one of max(x, 0):
 
     - ``max``: r = max over all batches;
@@ -171,34 +203,66 @@ def calibrate(
     Raises:
         ConfigError: for an unknown method, or if ``batches`` yields nothing.
     """
+    from .read import geometry
+    from .relaxation import HALF, is_hopfield, recorded, relaxation_sites
+
     method = tile.calibration if method is None else method
     if method not in CALIBRATIONS:
         raise ConfigError(f"calibration method must be one of {', '.join(CALIBRATIONS)}; got {method!r}.")
-    layers = analog_layers(model)
-    stats: dict[str, list[torch.Tensor]] = {name: [] for name, _ in layers}
+    hopfield = is_hopfield(model)
+    if hopfield and run is None:
+        raise ConfigError("calibrate() of a Hopfield network needs run=...: its inference (method.predict), "
+                          "whose relaxation reads are recorded")
+    forward = model if run is None else run
+    stats: dict[str, list[torch.Tensor]]
+    with contextlib.ExitStack() as stack:
+        if hopfield:
+            stats = {name: [] for name, _, _ in relaxation_sites(model)}  # type: ignore[arg-type]
 
-    def hook(name: str, layer: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        x = args[0].detach()
-        axis = -1 if isinstance(layer, nn.Linear) else 1
-        stats[name].append(_statistic(x, axis, method, tile))
+            def record(name: str, op: Any, x: torch.Tensor) -> None:
+                value = _statistic(x.float() if x.dtype in HALF else x, geometry(op).axis, method, tile)
+                if method == "percentile" and value.shape[1] > READ_SAMPLE:  # every k-th value of this read
+                    value = value[:, :: -(-value.shape[1] // READ_SAMPLE)]
+                stats[name].append(value)
 
+            stack.enter_context(recorded(model, record))  # type: ignore[arg-type]
+        else:
+            layers = analog_layers(model)
+            stats = {name: [] for name, _ in layers}
+
+            def hook(name: str, layer: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                x = args[0].detach()
+                axis = -1 if isinstance(layer, nn.Linear) else 1
+                stats[name].append(_statistic(x, axis, method, tile))
+
+            for name, layer in layers:
+                stack.callback(layer.register_forward_pre_hook(functools.partial(hook, name)).remove)
+        count = _run_batches(model, forward, batches)
+    if count == 0:
+        raise ConfigError("calibrate() needs at least one batch of inputs; the batches given were empty.")
+    return {name: _combine(values, method, tile) for name, values in stats.items() if values}
+
+
+def _run_batches(model: nn.Module, forward: Callable[[torch.Tensor], Any], batches: Iterable[Any]) -> int:
+    """``forward`` on every batch in evaluation mode without gradients (modes restored); the count."""
     modes = {m: m.training for m in model.modules()}
-    handles = [layer.register_forward_pre_hook(functools.partial(hook, name)) for name, layer in layers]
     count = 0
     try:
         model.eval()
         with torch.no_grad():
             for batch in batches:
-                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                forward(batch[0] if isinstance(batch, (tuple, list)) else batch)
                 count += 1
     finally:
-        for h in handles:
-            h.remove()
         for m, mode in modes.items():
             m.training = mode
-    if count == 0:
-        raise ConfigError("calibrate() needs at least one batch of inputs; the batches given were empty.")
-    return {name: _combine(values, method, tile) for name, values in stats.items() if values}
+    return count
+
+
+READ_SAMPLE = 8192
+"""Percentile calibration of a Hopfield network keeps at most this many values per channel of each read
+(every k-th, in order): a relaxation reads each site once or twice per iteration, and keeping all of
+them would hold iterations × images × units values (gigabytes for 2000 images)."""
 
 
 def _statistic(x: torch.Tensor, axis: int, method: str, tile: TileConfig) -> torch.Tensor:

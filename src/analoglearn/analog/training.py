@@ -18,12 +18,22 @@ after each epoch is the digital network's; ``eval.analog`` measures the trained 
   first ``calibration_images`` training images (in order, no augmentation) with the current
   weights, and kept in the checkpoint (a run resumed mid-epoch uses the epoch's ranges). Learned
   ranges are part of the Python API (:func:`~analoglearn.analog.layers.init_ranges`).
+
+**Hopfield networks.** With ``run`` (``method.predict``, given by
+:func:`analoglearn.build.build_hardware`) a Hopfield network trains on the chip too: inside
+:meth:`HardwareAware.reads` every relaxation of the step (the free phase, the nudged or clamped
+phases, TBP's differentiable relaxation, RBP's map) reads each drive and feedback through the tile
+(:mod:`analoglearn.analog.relaxation`), and TBP's and RBP's autograd passes through the converters'
+straight-through gradients. The estimators' contrast ∂E/∂W stays the digital formula at the relaxed
+states. Calibrated ranges are those of the sites ``interactions.<i>.drive`` / ``.feedback``, measured
+over all reads of the digital relaxations (``run``) of the calibration images; weight clipping acts
+on ``interactions.<i>.conv.weight`` / ``.linear.weight``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -44,15 +54,23 @@ class HardwareAware:
         seed: seed of the output-noise generator.
         calibration_images: N, images of each epoch's calibration (``in_range: calibrated``).
         weight_clip: κ of the weight clipping after every step, or None.
+        run: the network's inference ``run(x)`` used by the calibration (``method.predict``);
+            required for a Hopfield network with calibrated ranges (default ``model(x)``).
     """
 
     def __init__(self, tile: TileConfig, model: nn.Module, seed: int, calibration_images: int = 1000,
-                 weight_clip: float | None = None) -> None:
+                 weight_clip: float | None = None, run: Callable[[torch.Tensor], Any] | None = None) -> None:
+        from .relaxation import is_hopfield
+
         if tile.in_range == "learned":
             raise ConfigError("analog.tile.in_range: learned ranges are trained through the Python API "
                               "(analog.init_ranges); the config takes static or calibrated ranges")
         AnalogCorruption(tile).check(model)
+        if tile.in_range == "calibrated" and run is None and is_hopfield(model):
+            raise ConfigError("analog.tile.in_range: calibrated ranges of a Hopfield network are measured over its "
+                              "relaxation: HardwareAware needs run=method.predict")
         self.tile, self.model, self.images, self.weight_clip = tile, model, calibration_images, weight_clip
+        self.run = run
         self.layers = [layer for _, layer in analog_layers(model)]
         self.generator = torch.Generator().manual_seed(seed)
         self.ranges: dict[str, torch.Tensor] | None = None
@@ -61,11 +79,11 @@ class HardwareAware:
         """Calibrate the ranges on ``loader``'s first images at the start of an epoch (``fresh``), or
         when a resumed run has none yet."""
         if self.tile.in_range == "calibrated" and (fresh or self.ranges is None):
-            self.ranges = calibrate(self.model, self.tile, calibration_batches(loader, self.images))
+            self.ranges = calibrate(self.model, self.tile, calibration_batches(loader, self.images), run=self.run)
 
     @contextlib.contextmanager
     def reads(self) -> Iterator[None]:
-        """Every conv/linear MVM of the block through the tile."""
+        """Every conv/linear MVM of the block through the tile (a Hopfield network: every relaxation read)."""
         with analog(self.model, self.tile, generator=self.generator, ranges=self.ranges):
             yield
 

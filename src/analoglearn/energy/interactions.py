@@ -12,9 +12,12 @@ subclass, nothing else assumes adjacency.
 
 **The read.** Every matrix-vector product of a drive or a feedback (the conv, its transpose, the
 dense product, its transpose) goes through :func:`read`, by default ``op(x, weight)``. Inside
-``with reading(reader):`` it calls ``reader(op, x, weight)`` instead, e.g. the analog tile model
-``lambda op, x, w: analoglearn.analog.read.read(x, w, op, tile)``. Max-pooling, unpooling,
-biases and clamps stay outside the read: they are the chip's digital periphery.
+``with reading(reader):`` it calls ``reader(op, x, weight, site)`` instead, ``site`` the
+:class:`Interaction` whose product it is (the direction, drive or feedback, is whether ``op`` is a
+transposed op: :data:`conv3x3_transposed`, ``linear_transposed``), e.g. the analog tile model
+``lambda op, x, w, site: analoglearn.analog.read.read(x, w, op, tile)`` (what
+``analoglearn.analog.analog(net, tile, ...)`` installs, with per-site ranges). Max-pooling,
+unpooling, biases and clamps stay outside the read: they are the chip's digital periphery.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from ..analog.read import linear_transposed
 
 Op = Callable[..., Tensor]
 """A matrix-vector product ``op(x, weight) -> y``."""
-Reader = Callable[[Op, Tensor, Tensor], Tensor]
-"""``reader(op, x, weight) -> y``: how an interaction's products are computed (default ``op(x, weight)``)."""
+Reader = Callable[[Op, Tensor, Tensor, "Interaction"], Tensor]
+"""``reader(op, x, weight, site) -> y``: how the products of interaction ``site`` are computed
+(default ``op(x, weight)``); ``op`` is one of the four ops of this module's doc."""
 
 conv3x3 = functools.partial(F.conv2d, padding=1)
 """Drive product of :class:`ConvPoolInteraction`: x ``(B, C_in, H, W)`` → ``(B, C_out, H, W)``."""
@@ -44,10 +48,18 @@ conv3x3_transposed = functools.partial(F.conv_transpose2d, padding=1)
 _local = threading.local()
 
 
-def read(op: Op, x: Tensor, weight: Tensor) -> Tensor:
-    """``op(x, weight)``, or ``reader(op, x, weight)`` of the innermost :func:`reading` block."""
+def read(op: Op, x: Tensor, weight: Tensor, site: Interaction) -> Tensor:
+    """``op(x, weight)``, or ``reader(op, x, weight, site)`` of the innermost :func:`reading` block.
+
+    Args:
+        op: the product (drive: ``conv3x3``, ``F.linear``; feedback: ``conv3x3_transposed``,
+            ``linear_transposed``).
+        x: its input, ``(B, C, H, W)`` for the convs, ``(B, n)`` for the dense products.
+        weight: the interaction's weight as the relaxation holds it (its dtype, maybe with a graph).
+        site: the interaction whose product this is.
+    """
     readers = getattr(_local, "readers", None)
-    return readers[-1](op, x, weight) if readers else op(x, weight)
+    return readers[-1](op, x, weight, site) if readers else op(x, weight)
 
 
 @contextlib.contextmanager
@@ -75,9 +87,14 @@ class Interaction(nn.Module):
 
     ``aux`` is what the drive computes on the way and the feedback reuses (max-pool arg-max
     indices), or ``None``.
+
+    Class attributes ``drive_op`` / ``feedback_op``: the products the drive and the feedback pass
+    to :func:`read` (the crossbar's forward and transposed reads; ``None`` in this base class).
     """
 
     uses_aux: ClassVar[bool] = False
+    drive_op: ClassVar[Op | None] = None
+    feedback_op: ClassVar[Op | None] = None
 
     def __init__(self, source: int, target: int, fan_in: int) -> None:
         super().__init__()
@@ -113,6 +130,8 @@ class ConvPoolInteraction(Interaction):
     """
 
     uses_aux = True
+    drive_op = conv3x3
+    feedback_op = conv3x3_transposed
 
     def __init__(self, in_channels: int, out_channels: int, *, source: int, target: int) -> None:
         super().__init__(source, target, in_channels * 9)
@@ -126,12 +145,12 @@ class ConvPoolInteraction(Interaction):
 
     def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
         """``(maxpool(conv(pre)), arg-max indices)``, both ``(B, C_out, H//2, W//2)``."""
-        return F.max_pool2d(read(conv3x3, pre, weight), 2, return_indices=True)
+        return F.max_pool2d(read(conv3x3, pre, weight, self), 2, return_indices=True)
 
     def feedback(self, post: Tensor, aux: Tensor | None, weight: Tensor, pre_shape: torch.Size) -> Tensor:
         """``−∂E_I/∂s_i = convᵀ(maxunpool(s_j))`` with the arg-max indices ``aux`` of ``conv(s_i)``."""
         unpooled = F.max_unpool2d(post, aux, 2, output_size=pre_shape[-2:])
-        return read(conv3x3_transposed, unpooled, weight)
+        return read(conv3x3_transposed, unpooled, weight, self)
 
     def weight_gradient(self, pre: Tensor, post: Tensor, aux: Tensor | None, weight: Tensor) -> Tensor:
         """``∂E_I/∂W = −(1/B) Σ_b pre ⋆ maxunpool(post)`` (batch mean), shape of ``weight``."""
@@ -149,6 +168,9 @@ class DenseInteraction(Interaction):
     ``(n_out, n_in)`` (the ``.linear.weight`` of an ``nn.Linear`` without bias); no aux.
     """
 
+    drive_op = staticmethod(F.linear)
+    feedback_op = staticmethod(linear_transposed)
+
     def __init__(self, in_features: int, out_features: int, *, source: int, target: int) -> None:
         super().__init__(source, target, in_features)
         self.linear = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=False)
@@ -160,11 +182,11 @@ class DenseInteraction(Interaction):
 
     def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, None]:
         """``(W · flatten(pre), None)``, ``(B, n_out)``."""
-        return read(F.linear, pre.flatten(1), weight), None
+        return read(F.linear, pre.flatten(1), weight, self), None
 
     def feedback(self, post: Tensor, aux: Tensor | None, weight: Tensor, pre_shape: torch.Size) -> Tensor:
         """``−∂E_I/∂s_i = Wᵀ s_j``, reshaped to ``pre_shape``."""
-        return read(linear_transposed, post, weight).view(pre_shape)
+        return read(linear_transposed, post, weight, self).view(pre_shape)
 
     def weight_gradient(self, pre: Tensor, post: Tensor, aux: Tensor | None, weight: Tensor) -> Tensor:
         """``∂E_I/∂W = −(1/B) Σ_b s_j ⊗ flatten(s_i)``, ``(n_out, n_in)``."""

@@ -63,52 +63,32 @@ class EnergyOptions:
                 raise ConfigError(f"method {name} must be a positive integer, got {value!r}")
         choices = {"schedule": RELAXATION_SCHEDULES, "precision": tuple(PRECISIONS), "output_update": OUTPUT_UPDATES}
         for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(
-                    f"method {name} {getattr(self, name)!r} is not valid; choose one of {', '.join(valid)}"
-                )
+            if (value := getattr(self, name)) not in valid:
+                raise ConfigError(f"method {name} {value!r} is not valid; choose one of {', '.join(valid)}")
         if self.tolerance is not None and not self.tolerance > 0:
             raise ConfigError(f"method tolerance must be > 0 or null, got {self.tolerance}")
 
-    def minimizer(self) -> Minimizer:
-        """The relaxation these options describe."""
-        return Minimizer(
-            self.schedule, self.precision, self.output_update, self.tolerance, self.cache_pooling
-        )
-
 
 class EnergyMethod(Method):
-    """Training with one of the nine algorithms of Scellier et al. 2023 (see :data:`ALGORITHMS`).
+    """Training with ``algorithm``, one of the nine of Scellier et al. 2023 (:data:`ALGORITHMS`).
 
-    The closure relaxes the free phase from the warm start (the previous batch's free state) and
-    adds the estimator's ``ĝ`` to ``.grad``; its cost ``C`` is the loss. The free state of a
-    closure's first call (for SAM: at the clean weights) is the next batch's warm start; every call
-    of one closure starts from the same warm start. With ``accumulate = k`` each micro-batch relaxes
-    from its slice of the warm start and adds ``(b_i/B)·ĝ_i``.
+    The closure relaxes the free phase from the warm start ``warm`` (the previous batch's free state,
+    ``None`` before the first batch) and adds the estimator's ``ĝ`` to ``.grad``; its cost ``C`` is the
+    loss. The free state of a closure's first call (for SAM: at the clean weights) is the next batch's
+    warm start; every call of one closure starts from the same warm start. With ``accumulate = k`` each
+    micro-batch relaxes from its slice of the warm start and adds ``(b_i/B)·ĝ_i``."""
 
-    Attributes:
-        algorithm: canonical algorithm name.
-        warm: the previous batch's free state (``None`` before the first batch).
-    """
-
-    def __init__(
-        self,
-        algorithm: str,
-        model: nn.Module,
-        options: EnergyOptions | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
+    def __init__(self, algorithm: str, model: nn.Module, options: EnergyOptions | None = None, *,
+                 generator: torch.Generator | None = None) -> None:
         if not isinstance(model, HopfieldNetwork):
-            raise ConfigError(
-                f"method {algorithm!r} trains energy-based networks only, got {type(model).__name__}; "
-                "use model dchn32, dchn_cpu or tiny"
-            )
+            raise ConfigError(f"method {algorithm!r} trains energy-based networks only, got {type(model).__name__}; "
+                              "use model dchn32, dchn_cpu or tiny")
         options = options if options is not None else EnergyOptions()
         super().__init__(model, options, generator=generator)
         self.algorithm = algorithm
         self.model: HopfieldNetwork = model
-        self.minimizer = options.minimizer()
+        self.minimizer = Minimizer(options.schedule, options.precision, options.output_update, options.tolerance,
+                                   options.cache_pooling)
         check_precision(options.precision, model.biases[0].device)
         beta = options.beta if options.beta is not None else (1.0 if algorithm == "CL" else DEFAULT_BETA)
         self.settings = Settings(beta, options.nudged_iterations, self.minimizer, options.rbp_steps)
@@ -116,11 +96,9 @@ class EnergyMethod(Method):
         self._stats: dict[str, float] = {}
         self._batches = 0
 
-    # ----------------------------------------------------------------- phases
     def _initial_state(self, x: Tensor) -> State:
-        warm = self.warm
-        if self.options.warm_start and warm is not None and warm[0].shape[0] == x.shape[0]:
-            return warm
+        if self.options.warm_start and self.warm is not None and self.warm[0].shape[0] == x.shape[0]:
+            return self.warm
         return self.model.zero_state(x.shape[0], device=x.device)
 
     def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True,
@@ -147,8 +125,7 @@ class EnergyMethod(Method):
                     relaxation = self.free_phase(xi, init=start)
                 free = relaxation.state
                 target = onehot(yi, free[-1].shape[1], free[-1].dtype)
-                grads = estimate(self.algorithm, self.model, xi, target, free, self.settings,
-                                 relaxation.input_drive)
+                grads = estimate(self.algorithm, self.model, xi, target, free, self.settings, relaxation.input_drive)
                 factor = share * (scaler.get_scale() if scaler is not None else 1.0)
                 write_gradients(self.model, grads if factor == 1.0 else [(w * factor, b * factor) for w, b in grads])
                 loss = cost(free[-1], target).mean().detach()
@@ -157,8 +134,7 @@ class EnergyMethod(Method):
                 correct += int((free[-1].argmax(1) == yi).sum())
                 if first:
                     frees.append(free)
-                    self._add_stats({**self._free_stats(xi, free), "free_iterations": float(relaxation.iterations)},
-                                    share)
+                    self._add_stats(xi, free, relaxation.iterations, share)
             if first:
                 first = False
                 state = [torch.cat(layer) for layer in zip(*frees)] if len(frees) > 1 else frees[0]
@@ -168,10 +144,6 @@ class EnergyMethod(Method):
             return Outcome(total, correct)
 
         return run
-
-    def _add_stats(self, stats: dict[str, float], share: float) -> None:
-        for key, value in stats.items():
-            self._stats[key] = self._stats.get(key, 0.0) + (value if share == 1.0 else value * share)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -183,14 +155,16 @@ class EnergyMethod(Method):
         profile = relaxation_profile(self.model, x, self.options.eval_iterations, precision=self.options.precision)
         return {"relaxation.json": profile}
 
-    def _free_stats(self, x: Tensor, free: State) -> dict[str, float]:
-        """Mean energy of the free state (before the step) and the fraction of units at 0 and 1."""
+    def _add_stats(self, x: Tensor, free: State, iterations: int, share: float) -> None:
+        """Add ``share`` × (mean energy of the free state before the step, the fractions of units at 0 and
+        at 1, the free-phase iterations) to the epoch's sums."""
         with torch.no_grad():
             stats = {"energy": float(self.model.energy(x, free).mean())}
         for k, s in enumerate(free[:-1], start=1):
             stats[f"saturation_low/s{k}"] = float((s <= 0).float().mean())
             stats[f"saturation_high/s{k}"] = float((s >= 1).float().mean())
-        return stats
+        for key, value in {**stats, "free_iterations": float(iterations)}.items():
+            self._stats[key] = self._stats.get(key, 0.0) + (value if share == 1.0 else value * share)
 
     def epoch_metrics(self) -> dict[str, float]:
         """Epoch means: free-state energy, fractions of units at 0 and at 1, free-phase iterations run."""
@@ -200,25 +174,15 @@ class EnergyMethod(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """Warm-start states (plain tensors) and the epoch's partial statistics, for exact resumption."""
-        return {
-            "warm": [s.clone() for s in self.warm] if self.warm is not None else [],
-            "stats": dict(self._stats),
-            "batches": self._batches,
-        }
+        warm = [s.clone() for s in self.warm] if self.warm is not None else []
+        return {"warm": warm, "stats": dict(self._stats), "batches": self._batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        warm = state.get("warm") or []
         device = self.model.biases[0].device
-        self.warm = [s.clone().to(device) for s in warm] if warm else None
+        self.warm = [s.clone().to(device) for s in state.get("warm") or []] or None
         self._stats = {key: float(value) for key, value in state.get("stats", {}).items()}
         self._batches = int(state.get("batches", 0))
-
-
-def _factory(
-    algorithm: str, model: nn.Module, options: EnergyOptions | None = None, *, generator: torch.Generator | None = None
-) -> EnergyMethod:
-    return EnergyMethod(algorithm, model, options, generator=generator)
 
 
 _SUMMARIES = {
@@ -234,6 +198,4 @@ _SUMMARIES = {
 }
 
 for _name in ALGORITHMS:
-    METHODS.register(_name, options=EnergyOptions, summary=_SUMMARIES[_name])(
-        functools.partial(_factory, _name)
-    )
+    METHODS.register(_name, options=EnergyOptions, summary=_SUMMARIES[_name])(functools.partial(EnergyMethod, _name))

@@ -20,23 +20,19 @@ import torch
 Grads = Sequence[torch.Tensor | None]
 
 
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half-precision tensors, the tensor's own type otherwise."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 def global_norm(grads: Grads) -> float:
     """‖g‖₂ over all tensors of ``grads``, accumulated in at least float32 (``None`` entries skipped)."""
-    norms = [torch.linalg.vector_norm(g, dtype=_wide(g.dtype)).double().cpu() for g in grads if g is not None]
+    wide = [(g, torch.promote_types(g.dtype, torch.float32)) for g in grads if g is not None]
+    norms = [torch.linalg.vector_norm(g, dtype=dtype).double().cpu() for g, dtype in wide]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def global_dot(a: Grads, b: Grads) -> float:
-    """⟨a, b⟩ summed over all tensor pairs, in at least float32."""
+    """⟨a, b⟩ summed over all tensor pairs, in at least float32 (pairs with a ``None`` skipped)."""
     total = torch.zeros((), dtype=torch.float64)
     for x, y in zip(a, b):
         if x is not None and y is not None:
-            wide = _wide(x.dtype)
+            wide = torch.promote_types(x.dtype, torch.float32)
             total = total + (x.to(wide) * y.to(wide)).sum().double().cpu()
     return float(total)
 
@@ -67,13 +63,11 @@ class StepDiagnostics:
         return {**asdict(self), "grad_ratio": self.grad_ratio, "sharpness": self.sharpness}
 
 
-def measure(
-    clean_loss: float, perturbed_loss: float, clean: Grads, perturbed: Grads, strength: float
-) -> StepDiagnostics:
+def measure(clean_loss: float, perturbed_loss: float, clean: Grads, perturbed: Grads,
+            strength: float) -> StepDiagnostics:
     """Diagnostics of one step from the two losses and the two gradient lists."""
     n_clean, n_pert = global_norm(clean), global_norm(perturbed)
-    denom = n_clean * n_pert
-    cosine = global_dot(clean, perturbed) / denom if denom > 0 else float("nan")
+    cosine = global_dot(clean, perturbed) / (n_clean * n_pert) if n_clean * n_pert > 0 else float("nan")
     return StepDiagnostics(float(clean_loss), float(perturbed_loss), n_clean, n_pert, cosine, float(strength))
 
 
@@ -85,7 +79,6 @@ class EpochDiagnostics:
         self._count = 0
 
     def add(self, step: StepDiagnostics) -> None:
-        """Accumulate one step."""
         for key, value in step.as_dict().items():
             self._sums[key] = self._sums.get(key, 0.0) + value
         self._count += 1
@@ -95,7 +88,6 @@ class EpochDiagnostics:
         return {"sums": dict(self._sums), "count": self._count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
         self._sums, self._count = {k: float(v) for k, v in state["sums"].items()}, int(state["count"])
 
     def summary(self) -> dict[str, float]:

@@ -1,9 +1,8 @@
 """Backprop (``METHODS``: ``sgd``) and the perturbations of the ``perturb`` section (``PERTURBATIONS``).
 
-``sgd`` gives the closure of DESIGN.md, ``loss = CE(model(x), y); loss.backward(); return loss``.
-A perturbation (Paper B, Jacobson et al., arXiv 2602.07320, §B.2) is a torch optimiser wrapping
-the base one (:mod:`analoglearn.robust.sam`, :mod:`analoglearn.robust.rwp`) and calls any method's
-closure, backprop or an energy-based estimator, so method × perturbation is a plain sweep axis::
+``sgd`` gives the closure of DESIGN.md, ``loss = CE(model(x), y); loss.backward(); return loss``. A
+perturbation (Paper B, arXiv 2602.07320, §B.2; :mod:`~analoglearn.robust.sam`, :mod:`~analoglearn.robust.rwp`)
+wraps the base optimiser and calls any method's closure, so method × perturbation is a plain sweep axis::
 
     method:  {name: CEP}                                   # or {name: sgd}
     perturb: {name: rwp, sigma: 0.2, schedule: quadratic, noise: {name: additive_gaussian}}
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,28 +40,23 @@ class BackpropOptions:
 
 
 class Backprop(Method):
-    """Minimise the mean cross-entropy L(w) = −(1/B) Σ_b log softmax(f_w(x_b))_{y_b} by backprop.
-
-    With ``accumulate = k`` the batch is split into k micro-batches and ∇L = Σ_i (b_i/B)·∇L_i, the
-    full batch's gradient (exactly so without BatchNorm, whose statistics are per micro-batch).
-    """
+    """Minimise the mean cross-entropy L(w) = −(1/B) Σ_b log softmax(f_w(x_b))_{y_b} by backprop; with
+    ``accumulate = k`` the batch is split into k micro-batches and ∇L = Σ_i (b_i/B)·∇L_i, the full
+    batch's gradient (exactly so without BatchNorm, whose statistics are per micro-batch)."""
 
     def __init__(self, model: nn.Module, options: BackpropOptions | None = None, *,
                  generator: torch.Generator | None = None) -> None:
         from ..energy.network import HopfieldNetwork
 
         if isinstance(model, HopfieldNetwork):
-            raise ConfigError(
-                "backprop of the cross-entropy needs a feed-forward model, and this one is an energy-based "
-                "network; train it with CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP or RBP (and add a perturb "
-                "section for noise-robust training)"
-            )
+            raise ConfigError("backprop of the cross-entropy needs a feed-forward model, and this one is an "
+                              "energy-based network; train it with CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP or RBP "
+                              "(and add a perturb section for noise-robust training)")
         super().__init__(model, options or BackpropOptions(), generator=generator)
 
     def closure(self, x: torch.Tensor, y: torch.Tensor, scaler: GradScaler | None = None) -> Closure:
         """Forward and backward of every micro-batch; ``.grad`` += ∇L (``S·∇L`` under ``scaler``)."""
-        smoothing, parts = self.options.label_smoothing, chunks(x, y, self.accumulate)
-        cast = self.autocast
+        smoothing, parts, cast = self.options.label_smoothing, chunks(x, y, self.accumulate), self.autocast
         self.model.train()
 
         def run() -> Outcome:
@@ -88,13 +82,19 @@ def sgd(model: nn.Module, options: BackpropOptions, *, generator: torch.Generato
     return Backprop(model, options, generator=generator)
 
 
-# ---------------------------------------------------------------- the perturb section
+@dataclass(frozen=True)
+class Clock:
+    """What a perturbation's schedule needs to know of training: optimiser steps in all and per epoch."""
+
+    total_steps: int = 1
+    steps_per_epoch: int = 1
 
 
 @dataclass
 class Ramped:
-    """A strength and its schedule (:mod:`analoglearn.schedule`)."""
+    """A strength ≥ 0 (the field named by ``STRENGTH``) and its schedule (:mod:`analoglearn.schedule`)."""
 
+    STRENGTH: ClassVar[str] = "rho"
     schedule: str = "constant"
     """Schedule of the strength: constant, linear, quadratic, power, cosine or feedback."""
     schedule_options: dict[str, Any] = field(default_factory=dict)
@@ -102,11 +102,19 @@ class Ramped:
     diagnostics: bool = False
     """Log per-epoch landscape diagnostics (clean/perturbed loss and gradient norms, cosine, sharpness)."""
 
-    def strength(self, final: float, total_steps: int = 1, steps_per_epoch: int = 1) -> schedule.Schedule | float:
-        """The strength: ``final`` under the constant schedule, else the schedule ramping to it."""
+    def __post_init__(self) -> None:
+        if not getattr(self, self.STRENGTH) >= 0:
+            raise ConfigError(f"perturb.{self.STRENGTH} must be ≥ 0, got {getattr(self, self.STRENGTH)}")
+        self.schedule = schedule.canonical(self.schedule)
+        self.strength()
+
+    def strength(self, clock: Clock = Clock()) -> schedule.Schedule | float:
+        """The strength: its final value under the constant schedule, else the schedule ramping to it."""
+        final = getattr(self, self.STRENGTH)
         if schedule.canonical(self.schedule) == "constant" and not self.schedule_options:
             return final
-        return schedule.from_config(self.schedule, final, total_steps, steps_per_epoch, **self.schedule_options)
+        return schedule.from_config(self.schedule, final, clock.total_steps, clock.steps_per_epoch,
+                                    **self.schedule_options)
 
 
 @dataclass
@@ -119,12 +127,6 @@ class SAMOptions(Ramped):
     local_ascent: bool = False
     """Data-parallel runs: ε from each worker's own gradient (the first pass is not all-reduced, as under
     ``no_sync``); default: from the global gradient, so several workers equal one."""
-
-    def __post_init__(self) -> None:
-        if not self.rho >= 0:
-            raise ConfigError(f"perturb.rho must be ≥ 0, got {self.rho}")
-        self.schedule = schedule.canonical(self.schedule)
-        self.strength(self.rho)
 
 
 @dataclass
@@ -146,6 +148,7 @@ class ASAMOptions(SAMOptions):
 class RWPOptions(Ramped):
     """Options of ``rwp`` (random weight perturbation, Paper B §B.2): λ·E[L(w+ε)] + (1−λ)·L(w)."""
 
+    STRENGTH: ClassVar[str] = "sigma"
     sigma: float = 0.02
     """σ_train, the strength of the training noise (its final value under a schedule)."""
     noise: dict[str, Any] = field(default_factory=lambda: {"name": "additive_gaussian"})
@@ -159,14 +162,11 @@ class RWPOptions(Ramped):
     """Data-parallel runs: each worker draws its own ε (default: the same draw on every worker)."""
 
     def __post_init__(self) -> None:
-        if not self.sigma >= 0:
-            raise ConfigError(f"perturb.sigma must be ≥ 0, got {self.sigma}")
-        self.schedule = schedule.canonical(self.schedule)
-        self.strength(self.sigma)
+        super().__post_init__()
         spec = {"name": self.noise} if isinstance(self.noise, str) else dict(self.noise)
-        if not isinstance(spec.get("name", "additive_gaussian"), str):
-            raise ConfigError(f"perturb.noise.name must be a noise model name, got {spec.get('name')!r}")
         name = spec.pop("name", "additive_gaussian")
+        if not isinstance(name, str):
+            raise ConfigError(f"perturb.noise.name must be a noise model name, got {name!r}")
         try:
             self.noise = {"name": noise.build(name, self.sigma, **spec).name, **spec}
         except ConfigError as err:
@@ -175,14 +175,6 @@ class RWPOptions(Ramped):
             raise ConfigError(f"perturb.samples must be ≥ 1, got {self.samples}")
         if not 0.0 <= self.mix <= 1.0:
             raise ConfigError(f"perturb.mix must be in [0, 1], got {self.mix}")
-
-
-@dataclass(frozen=True)
-class Clock:
-    """What a perturbation's schedule needs to know of training: optimiser steps in all and per epoch."""
-
-    total_steps: int = 1
-    steps_per_epoch: int = 1
 
 
 @PERTURBATIONS.register("none", summary="no perturbation: the base optimiser steps on the method's gradient")
@@ -196,24 +188,18 @@ def no_perturbation(base: torch.optim.Optimizer, model: nn.Module, options: None
 def sam(base: torch.optim.Optimizer, model: nn.Module, options: SAMOptions, *,
         generator: torch.Generator | None, clock: Clock) -> Perturbation:
     """Sharpness-aware minimisation: step with ∇L(w + ρ·g/‖g‖)."""
-    rho = options.strength(options.rho, clock.total_steps, clock.steps_per_epoch)
-    return SAM(base, rho, model=model, diagnostics=options.diagnostics)
+    if isinstance(options, ASAMOptions):
+        return ASAM(base, options.strength(clock), model=model, eta=options.eta, diagnostics=options.diagnostics)
+    return SAM(base, options.strength(clock), model=model, diagnostics=options.diagnostics)
 
 
-@PERTURBATIONS.register("asam", options=ASAMOptions)
-def asam(base: torch.optim.Optimizer, model: nn.Module, options: ASAMOptions, *,
-         generator: torch.Generator | None, clock: Clock) -> Perturbation:
-    """Adaptive SAM: ε = ρ·T²g/‖Tg‖ with T = |w| + η."""
-    rho = options.strength(options.rho, clock.total_steps, clock.steps_per_epoch)
-    return ASAM(base, rho, model=model, eta=options.eta, diagnostics=options.diagnostics)
+PERTURBATIONS.register("asam", options=ASAMOptions, summary="Adaptive SAM: ε = ρ·T²g/‖Tg‖ with T = |w| + η.")(sam)
 
 
 @PERTURBATIONS.register("rwp", options=RWPOptions)
 def rwp(base: torch.optim.Optimizer, model: nn.Module, options: RWPOptions, *,
         generator: torch.Generator | None, clock: Clock) -> Perturbation:
     """Random weight perturbation: minimise λ·E[L(w+ε)] + (1−λ)·L(w), ε the noise model at σ_train."""
-    sigma = options.strength(options.sigma, clock.total_steps, clock.steps_per_epoch)
     spec = dict(options.noise)
-    model_noise = noise.build(spec.pop("name"), options.sigma, **spec)
-    return RWP(base, model_noise, sigma, model=model, samples=options.samples, mix=options.mix,
-               generator=generator, diagnostics=options.diagnostics)
+    return RWP(base, noise.build(spec.pop("name"), options.sigma, **spec), options.strength(clock), model=model,
+               samples=options.samples, mix=options.mix, generator=generator, diagnostics=options.diagnostics)

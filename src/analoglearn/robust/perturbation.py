@@ -1,39 +1,32 @@
 """The common machinery of training-time perturbations (SAM, ASAM, RWP): a torch optimiser around another.
 
-A *perturbation* is a ``torch.optim.Optimizer`` that wraps any base optimiser and takes a *closure*
-(DESIGN.md): a callable without arguments that fills ``.grad`` at the current weights and returns the
-loss. The wrapper zeroes ``.grad`` before each closure call, moves the weights in place under
-``torch.no_grad`` and restores them from a saved copy (bit-exact, no ``p.data`` swapping), then calls
-the base optimiser's ``step`` with the gradient it assembled. Because it only needs ``.grad``, the
-closure may be backprop or an energy-based estimator (``analoglearn.energy``).
+A *perturbation* wraps any base optimiser and takes a *closure* (DESIGN.md): a callable without
+arguments that fills ``.grad`` at the current weights (backprop or an energy-based estimator) and returns
+the loss (a float, a 0-dim tensor or an :class:`~analoglearn.method.Outcome`). It zeroes ``.grad`` before
+each closure call, moves the weights in place under ``torch.no_grad``, restores them from a saved copy
+(bit-exact, no ``p.data`` swapping) and calls the base ``step`` with the gradient it assembled.
+``step(closure, scaler=None)`` returns what its first closure call returned (the clean call for SAM,
+ASAM and RWP with a clean pass).
 
-**Shared state.** ``wrapper.param_groups``, ``wrapper.state`` and ``wrapper.defaults`` *are* the base
-optimiser's (the same objects, read through to the base at every access, so they stay shared even after
-``base.load_state_dict`` rebinds them). A torch LR scheduler built on the wrapper (``StepLR``,
-``CosineAnnealingLR``, ``OneCycleLR`` with its momentum/β₁ cycling, ``LambdaLR``, ...) therefore moves
-the ``lr`` the base optimiser steps with; ``zero_grad`` and ``add_param_group`` go to the base.
+**Shared state.** ``param_groups``, ``state`` and ``defaults`` *are* the base optimiser's (read through
+at every access, so they stay shared after ``base.load_state_dict`` rebinds them): a torch LR scheduler
+built on the wrapper (``StepLR``, ``CosineAnnealingLR``, ``OneCycleLR`` with its momentum/β₁ cycling,
+``LambdaLR``, ...) moves the ``lr`` the base steps with; ``zero_grad`` and ``add_param_group`` go to the base.
 
-**Mixed precision.** ``step(closure, progress, scaler)`` takes an optional ``torch.amp.GradScaler``;
-the closure then backpropagates ``scaler.scale(loss)``, so every pass of one step has gradients S·∇L at
-the same scale S. A scaler allows one ``unscale_`` per ``update()``, so the wrapper
+**Mixed precision.** With a ``torch.amp.GradScaler`` the closure backpropagates ``scaler.scale(loss)``,
+so every pass of one step has gradients S·∇L at one scale S. A scaler allows one ``unscale_`` per
+``update()``, so the wrapper (1) divides an intermediate gradient (SAM's first pass) by S itself after
+checking it is finite — on inf/NaN it takes no ascent step and no second pass, and hands that gradient
+to the scaler, which skips the base step and lowers S (S ← S·backoff), as for a plain optimiser; (2)
+sends the final gradient (SAM's second pass; RWP's combination, linear in S) through
+``scaler.unscale_(base)``, the optional clipping to ``max_grad_norm``, ``scaler.step(base)`` (skipped on
+inf/NaN) and ``scaler.update()``; the caller does not call ``scaler.step``/``update`` itself.
 
-1. divides an intermediate gradient (SAM's first pass) by S itself, after checking it is finite; on
-   inf/NaN it takes no ascent step and no second pass, and hands that gradient to the scaler, which
-   skips the base step and lowers S (S ← S·backoff), as for a plain optimiser;
-2. sends the final gradient (SAM's second pass; RWP's combination, which is linear in S) through
-   ``scaler.unscale_(base)``, the optional clipping to ``max_grad_norm``, ``scaler.step(base)`` (skipped
-   on inf/NaN) and ``scaler.update()``. The caller does not call ``scaler.step``/``update`` itself.
-
-A skipped step does not advance the wrapper's step counter (the clock of its schedule) and records
-no diagnostics; ``skipped`` counts them. Without a scaler (fp32, or bf16 autocast) there is no
-finiteness check and the step is exactly that of plain fp32.
-
-Strengths (ρ, σ_train) are numbers or schedules of :mod:`analoglearn.schedule` (functions of the
-optimiser steps taken, t ↦ x(t)), evaluated at the wrapper's own step counter; a schedule with
-``observe`` (the feedback schedule) is told the clean and perturbed gradient norms after each step.
-
-The closure may return a float, a 0-dim tensor or an :class:`~analoglearn.method.Outcome`;
-``step`` returns what its first call returned (the clean call for SAM, ASAM and RWP with a clean pass).
+A skipped step does not advance the step counter (the schedule's clock) and records no diagnostics;
+``skipped`` counts them. Without a scaler (fp32, or bf16 autocast) there is no finiteness check and the
+step is exactly that of plain fp32. Strengths (ρ, σ_train) are numbers or schedules t ↦ x(t) of
+:mod:`analoglearn.schedule`, evaluated at the step counter; a schedule with ``observe`` (feedback) is
+told the clean and perturbed gradient norms after each step.
 """
 
 from __future__ import annotations
@@ -66,11 +59,8 @@ def check_strength(what: str, value: Strength) -> Strength:
 
 @contextlib.contextmanager
 def frozen_batchnorm(model: nn.Module | None) -> Iterator[None]:
-    """BatchNorm running statistics left untouched inside the block (momentum 0, buffers restored).
-
-    Used for every forward pass of a step after the first, so statistics are updated once per step
-    (Paper B §B.2; davda54/sam updates them twice).
-    """
+    """BatchNorm running statistics left untouched inside the block (momentum 0, buffers restored), for
+    every pass of a step after the first: they update once per step (Paper B §B.2; davda54/sam: twice)."""
     if model is None:
         yield
         return
@@ -107,11 +97,8 @@ def active(scaler: GradScaler | None) -> GradScaler | None:
 
 
 class _Shared:
-    """An attribute of the wrapper that is the base optimiser's attribute of the same name.
-
-    ``torch.optim.Optimizer.__init__`` assigns ``defaults``, ``state`` and ``param_groups`` before the
-    base is attached; those throwaway values are kept aside and dropped once it is.
-    """
+    """An attribute of the wrapper that is the base optimiser's attribute of the same name (torch's
+    ``Optimizer.__init__`` assigns it before the base is attached: that throwaway value is kept aside)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -131,15 +118,15 @@ class _Shared:
 
 
 class Perturbation(torch.optim.Optimizer):
-    """Base class: a torch optimiser sharing ``base_optimizer``'s parameter groups, with the strength
-    (number or schedule), the step counter and the base step (scaler and clipping included).
+    """Base class: a torch optimiser sharing ``base_optimizer``'s parameter groups, with the strength,
+    the step counter and the base step (scaler and clipping included).
 
-    Args:
+    Args (shared by SAM, ASAM and RWP):
         base_optimizer: any torch optimiser whose ``step()`` uses ``.grad`` (not another perturbation).
         strength: ρ or σ_train, a number ≥ 0 or a schedule.
         model: the network, needed to keep BatchNorm statistics to one update per step (optional
             for SAM/ASAM, required by RWP which perturbs its layers).
-        diagnostics: gather :class:`StepDiagnostics` each step (costs one gradient copy).
+        diagnostics: gather :class:`StepDiagnostics` each step (costs one gradient copy; RWP: a clean pass).
         max_grad_norm: clip the final, unscaled gradient to ‖ĝ‖₂ ≤ this before the base step
             (``torch.nn.utils.clip_grad_norm_``); ``None``: no clipping.
     """
@@ -148,15 +135,8 @@ class Perturbation(torch.optim.Optimizer):
     state = _Shared()
     defaults = _Shared()
 
-    def __init__(
-        self,
-        base_optimizer: torch.optim.Optimizer,
-        strength: Strength,
-        *,
-        model: nn.Module | None = None,
-        diagnostics: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
+    def __init__(self, base_optimizer: torch.optim.Optimizer, strength: Strength, *, model: nn.Module | None = None,
+                 diagnostics: bool = False, max_grad_norm: float | None = None) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer) or isinstance(base_optimizer, Perturbation):
             got = type(base_optimizer).__name__
             raise ConfigError(f"a perturbation wraps a plain torch.optim.Optimizer (SGD, Adam, ...); got {got}.")
@@ -165,13 +145,10 @@ class Perturbation(torch.optim.Optimizer):
         super().__init__([{"params": []}], dict(base_optimizer.defaults))  # torch's hooks and bookkeeping
         for name in ("defaults", "state", "param_groups"):
             self.__dict__.pop(f"_init_{name}", None)
-        self.base_optimizer = base_optimizer
+        self.base_optimizer, self.model, self.diagnostics = base_optimizer, model, diagnostics
         self.strength = check_strength(f"{type(self).__name__} strength", strength)
-        self.model = model
-        self.diagnostics = diagnostics
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
-        self.steps = 0
-        self.skipped = 0
+        self.steps, self.skipped = 0, 0
         self.last: StepDiagnostics | None = None
         self.epoch = EpochDiagnostics()
 
@@ -184,8 +161,7 @@ class Perturbation(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group to the base optimiser (so to the wrapper, which shares its groups)."""
         if "base_optimizer" not in self.__dict__:  # torch's __init__, before the base is attached
-            super().add_param_group(param_group)
-            return
+            return super().add_param_group(param_group)
         self.base_optimizer.add_param_group(param_group)
 
     def params(self) -> list[torch.Tensor]:
@@ -199,15 +175,6 @@ class Perturbation(torch.optim.Optimizer):
     def current_strength(self) -> float:
         """ρ or σ_train at the wrapper's step counter (steps taken)."""
         return float(self.strength(self.steps)) if callable(self.strength) else float(self.strength)
-
-    def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
-        """One optimiser step: call ``closure`` around moved weights, then the base step; returns what
-        the first closure call returned.
-
-        With ``scaler`` (module doc) the closure backpropagates ``scaler.scale(loss)`` and the step
-        unscales, steps and updates the scaler itself.
-        """
-        raise NotImplementedError
 
     @property
     def needs_record(self) -> bool:
@@ -235,11 +202,9 @@ class Perturbation(torch.optim.Optimizer):
         scaler.unscale_(self.base_optimizer)
         return finite
 
-    def _finish(
-        self, record: StepDiagnostics | None, scaler: GradScaler | None = None, finite: bool = True
-    ) -> bool:
+    def _finish(self, record: StepDiagnostics | None, scaler: GradScaler | None = None, finite: bool = True) -> None:
         """Clipping, the base step (through the scaler, which skips it on inf/NaN, then updates S),
-        step counter, schedule feedback and diagnostics bookkeeping; whether the step was taken."""
+        step counter (or ``skipped``), schedule feedback and diagnostics bookkeeping."""
         if self.max_grad_norm is not None and finite:
             torch.nn.utils.clip_grad_norm_(self.params(), self.max_grad_norm)
         if scaler is None:
@@ -247,41 +212,30 @@ class Perturbation(torch.optim.Optimizer):
         else:
             scaler.step(self.base_optimizer)
             scaler.update()
-        if not finite:
-            self.skipped += 1
-            self.last = None
-            return False
-        self.steps += 1
-        self.last = record
-        if record is not None:
+        self.steps += int(finite)
+        self.skipped += int(not finite)
+        self.last = record if finite else None
+        if self.last is not None:
             if hasattr(self.strength, "observe"):
-                self.strength.observe(record.perturbed_grad_norm, record.grad_norm)
+                self.strength.observe(self.last.perturbed_grad_norm, self.last.grad_norm)
             if self.diagnostics:
-                self.epoch.add(record)
-        return True
+                self.epoch.add(self.last)
 
-    def own_state_dict(self) -> dict[str, Any]:
-        """The wrapper's state without the base optimiser: step counter, skipped steps, schedule state
-        and the current epoch's diagnostics sums (primitives only)."""
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """``{"base": base optimiser state}`` plus the wrapper's own: step counter, skipped steps, schedule
+        state, the current epoch's diagnostics sums (tensors and primitives only, for ``weights_only``)."""
         sched = self.strength.state_dict() if hasattr(self.strength, "state_dict") else {}
-        return {"steps": self.steps, "skipped": self.skipped, "schedule": sched,
-                "diagnostics": self.epoch.state_dict()}
+        return {"base": self.base_optimizer.state_dict(), "steps": self.steps, "skipped": self.skipped,
+                "schedule": sched, "diagnostics": self.epoch.state_dict()}
 
-    def load_own_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`own_state_dict` (a state without ``skipped`` or ``diagnostics`` also loads)."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        """Restore :meth:`state_dict` (the shared groups follow the base; without ``base`` only the
+        wrapper's own state loads; older states without ``skipped`` or ``diagnostics`` also load)."""
+        if "base" in state:
+            self.base_optimizer.load_state_dict(state["base"])
         self.steps = int(state["steps"])
         self.skipped = int(state.get("skipped", 0))
         if "diagnostics" in state:
             self.epoch.load_state_dict(state["diagnostics"])
         if hasattr(self.strength, "load_state_dict"):
             self.strength.load_state_dict(state["schedule"])
-
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """``{"base": base optimiser state, **own state}`` (tensors and primitives only, so it loads with
-        ``torch.load(weights_only=True)``)."""
-        return {"base": self.base_optimizer.state_dict(), **self.own_state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
-        """Restore :meth:`state_dict`, base optimiser included (the shared groups follow it)."""
-        self.base_optimizer.load_state_dict(state["base"])
-        self.load_own_state_dict(state)

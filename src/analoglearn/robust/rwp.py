@@ -14,11 +14,9 @@ for the clean gradient when λ < 1, when diagnostics are on, or for the feedback
 K = 1 is a one-pass method (≈ the cost of plain SGD). Over-regularised RWP (σ_train > σ_test) is
 the paper's best setting for noise-robust generalisation.
 
-Under a ``torch.amp.GradScaler`` every pass has S·∇L at one scale S, and ĝ is linear in the passes'
-gradients, so the passes are combined scaled and ĝ goes once through ``scaler.unscale_``, the optional
-clipping, ``scaler.step`` (skipped on inf/NaN) and ``scaler.update`` (module doc of
-:mod:`~analoglearn.robust.perturbation`); the diagnostics use copies divided by S. A non-finite clean
-pass skips the step before any noisy pass, as SAM's first pass does.
+Under a ``torch.amp.GradScaler`` ĝ is linear in the passes' S·∇L, so they are combined scaled and ĝ
+goes once through the scaler (:mod:`~analoglearn.robust.perturbation`); the diagnostics use copies
+divided by S. A non-finite clean pass skips the step before any noisy pass, as SAM's first pass does.
 """
 
 from __future__ import annotations
@@ -30,39 +28,19 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..noise import NoiseModel, perturbed
-from .diagnostics import Grads, StepDiagnostics, measure
+from .diagnostics import Grads, measure
 from .perturbation import Closure, GradScaler, Perturbation, Strength, active, all_finite, call, frozen_batchnorm
 
 
 class RWP(Perturbation):
-    """RWP around ``base_optimizer``.
+    """RWP around ``base_optimizer``: ``noise`` is the corruption model of ``model``'s layers (its own
+    strength replaced by ``sigma`` σ_train, a number or a schedule, at each step; ``None`` keeps it),
+    ``samples`` K draws per step, ``mix`` λ ∈ [0, 1] the weight of the perturbed loss, ``generator`` the
+    source of the draws (``None``: torch's global one); the other arguments are :class:`Perturbation`'s."""
 
-    Args:
-        base_optimizer: any torch optimiser.
-        noise: the corruption model (its own strength is replaced by ``sigma`` at each step).
-        sigma: σ_train, a number or a schedule; ``None`` keeps the noise model's strength.
-        model: the network whose layers ``noise`` selects (required).
-        samples: K, noise draws per step.
-        mix: λ ∈ [0, 1], the weight of the perturbed loss.
-        generator: source of the draws (the method's training-noise generator); ``None`` uses
-            torch's global generator.
-        diagnostics: record clean/perturbed losses and gradients each step (forces the clean pass).
-        max_grad_norm: clip ĝ, unscaled, to this global 2-norm before the base step.
-    """
-
-    def __init__(
-        self,
-        base_optimizer: torch.optim.Optimizer,
-        noise: NoiseModel,
-        sigma: Strength | None = None,
-        *,
-        model: nn.Module,
-        samples: int = 1,
-        mix: float = 1.0,
-        generator: torch.Generator | None = None,
-        diagnostics: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
+    def __init__(self, base_optimizer: torch.optim.Optimizer, noise: NoiseModel, sigma: Strength | None = None, *,
+                 model: nn.Module, samples: int = 1, mix: float = 1.0, generator: torch.Generator | None = None,
+                 diagnostics: bool = False, max_grad_norm: float | None = None) -> None:
         strength = noise.strength if sigma is None else sigma
         super().__init__(base_optimizer, strength, model=model, diagnostics=diagnostics, max_grad_norm=max_grad_norm)
         if not isinstance(model, nn.Module):
@@ -84,12 +62,9 @@ class RWP(Perturbation):
     def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
         """One RWP step; returns what the first closure call returned (the clean one when a clean pass
         runs, else the first noisy draw's). ``last_objective`` is J = λ·mean_k L(w+ε_k) + (1−λ)·L(w)
-        (the mean perturbed loss if λ = 1 and no clean pass ran). With ``scaler`` the closure
-        backpropagates ``scaler.scale(loss)``; a non-finite clean pass then skips the step at once."""
-        scaler = active(scaler)
-        sigma = self.current_strength()
+        (the mean perturbed loss if λ = 1 and no clean pass ran)."""
+        scaler, sigma, params = active(scaler), self.current_strength(), self.params()
         model_at = self.noise.with_strength(sigma)
-        params = self.params()
         clean_loss, clean = float("nan"), None
         if self.clean_pass:
             self.zero_grad()
@@ -101,28 +76,18 @@ class RWP(Perturbation):
             clean = [None if p.grad is None else p.grad.detach().clone() for p in params]
         acc, losses, results = self._perturbed_passes(closure, model_at, params, frozen=self.clean_pass)
         mean_loss = sum(losses) / len(losses)
-        record = None if clean is None else self._measure(clean_loss, mean_loss, clean, acc, sigma, scaler)
+        record = None
+        if clean is not None and (scaler is None or all_finite(acc)):  # not finite: the step is skipped
+            scale = 1.0 if scaler is None else scaler.get_scale()
+            unscaled = [[g if g is None or scaler is None else g / scale for g in gs] for gs in (clean, acc)]
+            record = measure(clean_loss, mean_loss, *unscaled, sigma)
         self._write_grads(params, acc, clean)
         self._finish(record, scaler, self._unscale_final(scaler))
         self.last_objective = mean_loss if clean is None else self.mix * mean_loss + (1 - self.mix) * clean_loss
         return results[0] if clean is None else first
 
-    @staticmethod
-    def _measure(
-        clean_loss: float, mean_loss: float, clean: Grads, acc: Grads, sigma: float, scaler: GradScaler | None
-    ) -> StepDiagnostics | None:
-        """Diagnostics of the step, from gradients divided by S under a scaler (None if not finite)."""
-        if scaler is None:
-            return measure(clean_loss, mean_loss, clean, acc, sigma)
-        if not all_finite(acc):  # the step will be skipped
-            return None
-        scale = scaler.get_scale()
-        clean, acc = ([None if g is None else g / scale for g in grads] for grads in (clean, acc))
-        return measure(clean_loss, mean_loss, clean, acc, sigma)
-
-    def _perturbed_passes(
-        self, closure: Closure, model_at: NoiseModel, params: list[torch.Tensor], frozen: bool
-    ) -> tuple[list[torch.Tensor | None], list[float], list[Any]]:
+    def _perturbed_passes(self, closure: Closure, model_at: NoiseModel, params: list[torch.Tensor],
+                          frozen: bool) -> tuple[list[torch.Tensor | None], list[float], list[Any]]:
         """K closure calls at w + ε_k; the mean gradient (1/K)·Σ ∇L(w+ε_k), the K losses and returns."""
         acc: list[torch.Tensor | None] = [None] * len(params)
         losses, results = [], []
@@ -140,9 +105,7 @@ class RWP(Perturbation):
         return acc, losses, results
 
     @torch.no_grad()
-    def _write_grads(
-        self, params: list[torch.Tensor], acc: Grads, clean: Grads | None
-    ) -> None:
+    def _write_grads(self, params: list[torch.Tensor], acc: Grads, clean: Grads | None) -> None:
         """Set ``.grad`` = λ·acc + (1−λ)·clean (acc alone when λ = 1)."""
         for i, p in enumerate(params):
             g = acc[i]
@@ -151,14 +114,12 @@ class RWP(Perturbation):
                 g = sum(t * w for t, w in parts) if parts else None
             p.grad = None if g is None else g.to(p.dtype)
 
-    def own_state_dict(self) -> dict:
-        """Step counter, schedule state and the generator's state (if a generator was given)."""
-        state = super().own_state_dict()
-        if self.generator is not None:
-            state["generator"] = self.generator.get_state()
-        return state
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """:meth:`Perturbation.state_dict` and the generator's state (if a generator was given)."""
+        generator = {"generator": self.generator.get_state()} if self.generator is not None else {}
+        return {**super().state_dict(), **generator}
 
-    def load_own_state_dict(self, state: dict) -> None:
-        super().load_own_state_dict(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        super().load_state_dict(state)
         if self.generator is not None and "generator" in state:
             self.generator.set_state(state["generator"])

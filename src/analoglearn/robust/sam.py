@@ -12,20 +12,18 @@ T_w = diag(|w| + η):
 As in Kwon et al.'s reference code, when the model is given only parameters whose name ends in
 ``weight`` are scaled (T = 1 for biases); without a model every parameter is scaled.
 
-Two passes per step; BatchNorm running statistics are updated on the first pass only. The explicit
-``first_step``/``second_step`` pair maps one-to-one onto the paper (and onto davda54/sam)::
+Two passes per step; BatchNorm running statistics are updated on the first pass only. ``step`` is the
+explicit ``first_step``/``second_step`` pair, which maps one-to-one onto the paper (and davda54/sam)::
 
     loss = closure()            # fills .grad at w
     sam.first_step()            # w ← w + ε*, .grad zeroed
     closure()                   # fills .grad at w + ε*
     sam.second_step()           # w restored bit-exact, base optimiser steps
 
-Under a ``torch.amp.GradScaler`` (pass ``scaler=`` to ``step``, or to both explicit calls) the first
-pass is divided by the scale S here, the second goes through the scaler (module doc of
-:mod:`~analoglearn.robust.perturbation`); ε* is scale-free, ρ·(S·g)/‖S·g‖ = ρ·g/‖g‖, but the check
-for inf/NaN and the diagnostics need the unscaled g. A non-finite first pass skips the step inside
-``first_step`` (the scaler lowers S); ``step`` then makes no second closure call, and with the explicit
-pair the second call's gradient is discarded by ``second_step``.
+Under a ``torch.amp.GradScaler`` (``scaler=`` to ``step``, or to both explicit calls) the first pass is
+divided by S here, the second goes through the scaler (:mod:`~analoglearn.robust.perturbation`): ε* is
+scale-free, but the inf/NaN check and the diagnostics need the unscaled g. A non-finite first pass
+skips the step in ``first_step``; ``step`` then makes no second call, ``second_step`` discards its gradient.
 """
 
 from __future__ import annotations
@@ -44,30 +42,13 @@ EPS = 1e-12
 
 
 class SAM(Perturbation):
-    """SAM around ``base_optimizer`` with radius ``rho`` (a number or a schedule).
+    """SAM around ``base_optimizer`` with radius ``rho`` ≥ 0, a number or a schedule (Foret et al. use
+    0.05 on CIFAR-10); ``adaptive``: ASAM's scaling T_w = |w| + η with ``eta`` η (Kwon et al.: 0.01).
+    ``model`` also tells ASAM weights from biases; the other arguments are :class:`Perturbation`'s."""
 
-    Args:
-        base_optimizer: any torch optimiser.
-        rho: neighbourhood radius ρ ≥ 0 (Foret et al. use 0.05 on CIFAR-10).
-        model: the network, to update BatchNorm statistics on the first pass only (and, for ASAM, to
-            tell weights from biases).
-        adaptive: ASAM's scaling T_w = |w| + η.
-        eta: η of ASAM (Kwon et al.: 0.01).
-        diagnostics: record clean/perturbed losses and gradients each step.
-        max_grad_norm: clip ∇L(w + ε*), unscaled, to this global 2-norm before the base step.
-    """
-
-    def __init__(
-        self,
-        base_optimizer: torch.optim.Optimizer,
-        rho: Strength = 0.05,
-        *,
-        model: nn.Module | None = None,
-        adaptive: bool = False,
-        eta: float = 0.0,
-        diagnostics: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
+    def __init__(self, base_optimizer: torch.optim.Optimizer, rho: Strength = 0.05, *, model: nn.Module | None = None,
+                 adaptive: bool = False, eta: float = 0.0, diagnostics: bool = False,
+                 max_grad_norm: float | None = None) -> None:
         super().__init__(base_optimizer, rho, model=model, diagnostics=diagnostics, max_grad_norm=max_grad_norm)
         if not eta >= 0:
             raise ConfigError(f"ASAM eta must be ≥ 0; got {eta!r}.")
@@ -75,11 +56,9 @@ class SAM(Perturbation):
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._clean: list[torch.Tensor | None] = []
         self._params: list[torch.Tensor] = []
-        self._unscaled: set[int] = set()
-        if model is not None:
-            self._unscaled = {id(p) for n, p in model.named_parameters() if not n.endswith("weight")}
-        self._clean_loss = float("nan")
-        self._rho = 0.0
+        named = model.named_parameters() if model is not None else ()
+        self._unscaled = {id(p) for n, p in named if not n.endswith("weight")}
+        self._clean_loss, self._rho = float("nan"), 0.0
         self._bn = contextlib.ExitStack()
         self._skip_second = False
 
@@ -90,45 +69,31 @@ class SAM(Perturbation):
         return p.grad * (p.detach().abs() + self.eta) ** power
 
     @torch.no_grad()
-    def first_step(
-        self,
-        zero_grad: bool = True,
-        loss: float = float("nan"),
-        scaler: GradScaler | None = None,
-    ) -> float:
-        """Move to w + ε* using the gradient in ``.grad``; freeze BatchNorm statistics. Returns ρ.
-
-        With ``scaler``, ``.grad`` holds S·∇L(w): it is divided by S here; if it is not finite the
-        step is skipped now (no move; the scaler lowers S) and the next :meth:`second_step` only
-        discards its gradient.
-        """
+    def first_step(self, zero_grad: bool = True, loss: float = float("nan"), scaler: GradScaler | None = None) -> float:
+        """Move to w + ε* using the gradient in ``.grad`` (S·∇L(w) under ``scaler``: divided by S here, or
+        if not finite the step is skipped now and the next :meth:`second_step` only discards its
+        gradient); freeze BatchNorm statistics. Returns ρ."""
         self._rho = self.current_strength()
         scaler = active(scaler)
         if scaler is not None and not self._unscale_in_place(scaler):
             self._finish(None, scaler, finite=self._unscale_final(scaler))
             self._skip_second = True
-            if zero_grad:
-                self.zero_grad()
-            return self._rho
-        params = [p for p in self.params() if p.grad is not None]
-        norm = global_norm([self._scaled(p, 1) for p in params])
-        factor = self._rho / (norm + EPS)
-        self._params = params
-        self._clean = [p.grad.detach().clone() for p in params] if self.needs_record else []
-        self._clean_loss = loss
-        self._saved = []
-        for p in params:
-            self._saved.append((p, p.detach().clone()))
-            p.add_(self._scaled(p, 2), alpha=factor)
-        self._bn.enter_context(frozen_batchnorm(self.model))
+        else:
+            params = [p for p in self.params() if p.grad is not None]
+            factor = self._rho / (global_norm([self._scaled(p, 1) for p in params]) + EPS)
+            self._params, self._clean_loss = params, loss
+            self._clean = [p.grad.detach().clone() for p in params] if self.needs_record else []
+            self._saved = [(p, p.detach().clone()) for p in params]
+            for p in params:
+                p.add_(self._scaled(p, 2), alpha=factor)
+            self._bn.enter_context(frozen_batchnorm(self.model))
         if zero_grad:
             self.zero_grad()
         return self._rho
 
     @torch.no_grad()
-    def second_step(
-        self, zero_grad: bool = False, loss: float = float("nan"), scaler: GradScaler | None = None
-    ) -> None:
+    def second_step(self, zero_grad: bool = False, loss: float = float("nan"),
+                    scaler: GradScaler | None = None) -> None:
         """Restore w from its saved copy and step the base optimiser with ∇L(w + ε*) in ``.grad``
         (through ``scaler``: unscale, clip, step, update, when given)."""
         if self._skip_second:
@@ -136,15 +101,11 @@ class SAM(Perturbation):
         else:
             if not self._saved:
                 raise RuntimeError("SAM.second_step called without first_step")
-            for p, clean in self._saved:
-                p.copy_(clean)
-            self._saved = []
-            self._bn.close()
+            self._restore()
             finite = self._unscale_final(active(scaler))
             record = None
             if self.needs_record and finite:
-                perturbed = [p.grad for p in self._params]
-                record = measure(self._clean_loss, loss, self._clean, perturbed, self._rho)
+                record = measure(self._clean_loss, loss, self._clean, [p.grad for p in self._params], self._rho)
             self._clean = []
             self._finish(record, active(scaler), finite)
         if zero_grad:
@@ -152,23 +113,22 @@ class SAM(Perturbation):
 
     def step(self, closure: Closure, scaler: GradScaler | None = None) -> Any:  # type: ignore[override]
         """One SAM step: two closure calls (one if a scaled first pass is not finite); returns what the
-        clean call (at w) returned. With ``scaler`` the closure backpropagates ``scaler.scale(loss)``."""
+        clean call (at w) returned."""
         self.zero_grad()
         loss, result = call(closure)
         self.first_step(zero_grad=True, loss=loss, scaler=scaler)
-        if self._skip_second:
-            self._skip_second = False
-            return result
-        try:
-            perturbed, _ = call(closure)
-        except BaseException:
-            self._abort()
-            raise
+        perturbed = float("nan")
+        if not self._skip_second:
+            try:
+                perturbed, _ = call(closure)
+            except BaseException:
+                self._restore()
+                raise
         self.second_step(loss=perturbed, scaler=scaler)
         return result
 
     @torch.no_grad()
-    def _abort(self) -> None:
+    def _restore(self) -> None:
         for p, clean in self._saved:
             p.copy_(clean)
         self._saved = []
@@ -178,15 +138,7 @@ class SAM(Perturbation):
 class ASAM(SAM):
     """Adaptive SAM (Kwon et al., ICML 2021): SAM with T_w = |w| + η; ρ default 0.5, η 0.01."""
 
-    def __init__(
-        self,
-        base_optimizer: torch.optim.Optimizer,
-        rho: Strength = 0.5,
-        *,
-        model: nn.Module | None = None,
-        eta: float = 0.01,
-        diagnostics: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
+    def __init__(self, base_optimizer: torch.optim.Optimizer, rho: Strength = 0.5, *, model: nn.Module | None = None,
+                 eta: float = 0.01, diagnostics: bool = False, max_grad_norm: float | None = None) -> None:
         super().__init__(base_optimizer, rho, model=model, adaptive=True, eta=eta, diagnostics=diagnostics,
                          max_grad_norm=max_grad_norm)
