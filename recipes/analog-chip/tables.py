@@ -94,27 +94,29 @@ def onchip(folder: Path) -> None:
 
 def ebl(folder: Path) -> None:
     """Energy-based networks relaxed through the tiles: one table per converter resolution, rows the
-    algorithms, columns σ_out (``evaluate --analog`` results, ``eval-analog*.json`` in each run)."""
-    cells: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
-    clean: dict[str, list[float]] = defaultdict(list)
-    for config, summary, run in finished(folder):
+    algorithms, columns σ_out (``evaluate --analog`` results, ``eval-analog*.json`` in each run); "digital" is
+    the same test images relaxed without tiles."""
+    cells: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    clean: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for config, _, run in finished(folder):
         name = config["method"]["name"]
-        clean[name].append(summary["test_accuracy"])
         for path in sorted(run.glob("eval-analog*.json")):
             result = json.loads(path.read_text())
+            bits = result["points"][0]["noise"].split("dac_bits=")[1].split(";")[0].split("]")[0]
+            clean[(name, bits)].append(result["clean"]["top1"])
             for point in result["points"]:
-                bits = point["noise"].split("dac_bits=")[1].split(";")[0].split("]")[0]
-                cells[(name, bits, point["noise"], point["strength"])].append(point["mean"])
-    order = [m for m in ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP") if m in clean]
-    for bits in sorted({b for _, b, _, _ in cells}, key=int):
-        strengths = sorted({s for _, b, _, s in cells if b == bits})
+                cells[(name, bits, point["strength"])].append(point["mean"])
+    algorithms = ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP")
+    order = [m for m in algorithms if any(k[0] == m for k in clean)]
+    for bits in sorted({b for _, b, _ in cells}, key=int):
+        strengths = sorted({s for _, b, s in cells if b == bits})
         print(f"\n{bits}-bit DAC/ADC\n")
         print("| algorithm | digital | " + " | ".join(f"σ_out {s:g}" for s in strengths) + " |")
         print("|---|---:|" + "---:|" * len(strengths))
         for name in order:
-            row = [pm(v) if (v := [m for (n, b, _, s), ms in cells.items() if (n, b, s) == (name, bits, st)
-                                   for m in ms]) else "–" for st in strengths]
-            print(f"| {name} | {pm(clean[name])} | " + " | ".join(row) + " |")
+            row = [pm(cells[(name, bits, s)]) if cells[(name, bits, s)] else "–" for s in strengths]
+            digital = pm(clean[(name, bits)]) if clean[(name, bits)] else "–"
+            print(f"| {name} | {digital} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
