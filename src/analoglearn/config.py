@@ -187,8 +187,9 @@ class TrainConfig:
         self.log = check(self.log)
         _positive(self, "epochs", "eval_every", "accumulate")
         _positive_or_none(self, "threads")
-        if self.autocast is not None:
-            _choice(self, "autocast", AUTOCAST)
+        if self.autocast is not None and self.autocast not in AUTOCAST:
+            raise ConfigError(f"train.autocast must be one of {', '.join(AUTOCAST)} or null (fp32); "
+                              f"got {self.autocast!r}")
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} "
                               f"cores), got {self.threads}")
