@@ -105,16 +105,9 @@ def analog(
     if not layers:
         raise ConfigError(f"analog(): {type(model).__name__} has no layer of the types "
                           f"{', '.join(t.__name__ for t in LAYER_TYPES)} to read through a tile.")
-    if tile.out_noise > 0 and generator is None:
-        raise ConfigError("tile.out_noise > 0 needs a torch.Generator: pass generator=... (replayable draws).")
     ranges = dict(ranges or {})
-    if tile.in_range in ("calibrated", "learned"):
-        missing = [name for name, _ in layers if name not in ranges]
-        if missing:
-            hint = "analog.calibrate(model, tile, batches)" if tile.in_range == "calibrated" else \
-                "analog.init_ranges(model, tile)"
-            raise ConfigError(f"tile.in_range = {tile.in_range!r} but no range for layer(s) {missing}: pass "
-                              f"ranges=... from {hint}.")
+    tile.check_reads(generator, [name for name, _ in layers], ranges, "layer",
+                     "analog.calibrate(model, tile, batches)", "analog.init_ranges(model, tile)")
     saved = []
     try:
         for name, layer in layers:

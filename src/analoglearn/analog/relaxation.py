@@ -215,15 +215,8 @@ def tile_relaxation(
     from ..energy.interactions import reading
 
     sites = [name for name, _, _ in relaxation_sites(net)]
-    if tile.out_noise > 0 and generator is None:
-        raise ConfigError("tile.out_noise > 0 needs a torch.Generator: pass generator=... (replayable draws).")
-    if tile.in_range in ("calibrated", "learned"):
-        missing = [name for name in sites if name not in (ranges or {})]
-        if missing:
-            hint = "analog.calibrate(net, tile, batches, run=method.predict)" if tile.in_range == "calibrated" \
-                else "analog.init_ranges(net, tile)"
-            raise ConfigError(f"tile.in_range = {tile.in_range!r} but no range for site(s) {missing}: pass "
-                              f"ranges=... from {hint}.")
+    tile.check_reads(generator, sites, ranges, "site", "analog.calibrate(net, tile, batches, run=method.predict)",
+                     "analog.init_ranges(net, tile)")
     with _lock:
         if id(net) in _active:
             raise ConfigError("this Hopfield network is already inside analog(): nested contexts are not supported.")

@@ -136,6 +136,20 @@ class TileConfig:
         """Whether anything happens to a tile's partial sum (noise, clipping, ADC)."""
         return self.out_noise > 0 or self.out_bound is not None
 
+    def check_reads(self, generator: object, names: list[str], ranges: object, what: str, calibrate: str,
+                    learn: str) -> None:
+        """Refuse to read through this tile without what it needs: a generator for its output noise, and an
+        input range for each of ``names`` (``what``: ``layer`` or ``site``) when ranges are calibrated or
+        learned (``ranges``: a mapping or None; ``calibrate``/``learn``: the calls that make them)."""
+        if self.out_noise > 0 and generator is None:
+            raise ConfigError("tile.out_noise > 0 needs a torch.Generator: pass generator=... (replayable draws).")
+        if self.in_range in ("calibrated", "learned"):
+            missing = [name for name in names if name not in (ranges or {})]
+            if missing:
+                hint = calibrate if self.in_range == "calibrated" else learn
+                raise ConfigError(f"tile.in_range = {self.in_range!r} but no range for {what}(s) {missing}: pass "
+                                  f"ranges=... from {hint}.")
+
     @property
     def label(self) -> str:
         """The fields that differ from their defaults, ``dac_bits=8;adc_bits=8`` (``ideal`` if none)."""
