@@ -11,6 +11,15 @@ torch.set_num_threads(1)  # results independent of the machine's core count; fas
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test, the previous count restored after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny():
     return tiny_config
 

@@ -27,12 +27,7 @@ STATIC = {"in_range": "static", "r_in": 1.0}
 CONVERTERS = {"in_range": "calibrated", "dac_bits": 8, "adc_bits": 8, "out_bound": 10.0, "tile_rows": 256}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make(name: str, batch: int = 8, side: int | None = None):

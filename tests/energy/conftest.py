@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from ebl_helpers import make_batch, make_net
 
 from analoglearn.energy.network import HopfieldNetwork
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every energy test on one torch thread (``one_thread`` of tests/conftest.py)."""
 
 
 @pytest.fixture
