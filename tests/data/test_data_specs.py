@@ -11,7 +11,7 @@ from analoglearn import data
 from analoglearn.errors import ConfigError, DataError
 from analoglearn.registry import DATASETS
 
-CANONICAL = ["MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100", "Synthetic"]
+CANONICAL = ["MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100", "ImageNet32", "Synthetic"]
 
 
 def test_registered_names_and_aliases():

@@ -6,7 +6,9 @@
 >>> x, y = next(iter(loader))                          # float32 (128, 1, 28, 28) normalised, int64 (128,)
 
 The real datasets are looked for under ``$ANALOGLEARN_DATA`` (default ``~/.cache/analoglearn``) in
-torchvision's layout; ``analoglearn data fetch NAME`` (:func:`fetch`) downloads them.
+torchvision's layout; ``analoglearn data fetch NAME`` (:func:`fetch`) downloads them. ``ImageNet32``
+(downsampled ImageNet 32×32) is the exception: its download needs a login, so its files are put in
+``<root>/ImageNet32/`` by hand (the error message when they are missing says how).
 """
 
 from __future__ import annotations

@@ -78,7 +78,18 @@ def _read(spec: DatasetSpec, split: str, paths: dict[str, Path]) -> tuple[torch.
         return formats.read_cifar(list(paths.values()), key, spec.num_classes)
     if name == "SVHN":
         return formats.read_svhn_mat(next(iter(paths.values())))
+    if name == "ImageNet32":  # one preallocated array for the whole split: the train set is 3.9 GB
+        files = [paths[f.name] for f in locate.layout(name).splits[split]]
+        return formats.read_imagenet32(files, spec.size(split))
     raise DataError(f"no reader for dataset {name}")  # pragma: no cover - every spec has a reader
+
+
+def _fresh_copy(name: str) -> str:
+    """How to replace a damaged file of dataset ``name``."""
+    lay = locate.layout(name)
+    if lay.fetchable:
+        return f"To download a fresh copy, delete it and run `analoglearn data fetch {name}`."
+    return f"{name} cannot be downloaded by analoglearn: replace the files with a fresh copy from {lay.origin}."
 
 
 def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = None) -> ImageDataset:
@@ -86,7 +97,9 @@ def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = 
 
     Files are looked for under the data root (``root``, else ``$ANALOGLEARN_DATA``, else
     ``~/.cache/analoglearn``) in torchvision's layout and verified against published checksums (hashed
-    once, then cached). ``Synthetic`` is generated and needs no files.
+    once, then cached). ``Synthetic`` is generated and needs no files. ``ImageNet32`` has no published
+    checksums and no download (see :mod:`analoglearn.data.locate`); its training split is read into one
+    preallocated uint8 tensor of 3.9 GB.
 
     Raises:
         ConfigError: unknown dataset name (the message lists the valid names).
@@ -105,14 +118,14 @@ def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = 
         raise DataError(f"{exc.filename or spec.name} cannot be read ({exc.strerror or exc}); make it readable "
                         f"by this user, or point data.root at a readable copy of {spec.name}.") from None
     except DataError as exc:
-        raise DataError(f"{exc} To download a fresh copy, delete it and run "
-                        f"`analoglearn data fetch {spec.name}`.") from exc
+        raise DataError(f"{exc} {_fresh_copy(spec.name)}") from exc
     expected = (spec.size(split), *spec.shape)
     if tuple(images.shape) != expected:
         folder = next(iter(paths.values())).parent
         raise DataError(
             f"{spec.name} {split} split has images of shape {tuple(images.shape)}, expected {expected}: "
             f"the files in {folder} are not the official release. Replace them with the official files "
-            f"or run `analoglearn data fetch {spec.name}`."
+            + (f"or run `analoglearn data fetch {spec.name}`." if locate.layout(spec.name).fetchable
+               else f"from {locate.layout(spec.name).origin}.")
         )
     return ImageDataset(images, labels, spec, split)

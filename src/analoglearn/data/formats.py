@@ -12,6 +12,12 @@ uint8 tensors ``(N, C, H, W)``, labels as int64 tensors ``(N,)``.
   code is refused.
 - SVHN ``*_32x32.mat`` (MATLAB v5): ``X`` uint8 ``(32, 32, 3, N)`` and ``y`` ``(N, 1)`` with digit 0
   stored as label 10.
+- ImageNet32 (downsampled ImageNet 32×32, Chrabaszcz, Loshchilov & Hutter 2017, arXiv:1707.08819):
+  ``train_data_batch_1`` … ``train_data_batch_10`` and ``val_data``, each a pickled dict with ``'data'``
+  (uint8 ``(N, 3072)``, the red, green and blue 32×32 planes row-major, as in CIFAR) and ``'labels'``
+  (a list of classes stored as 1..1000); train files also hold ``'mean'``, the float mean image
+  ``(3072,)``, which analoglearn does not use. Keys may be str (pickled by Python 3) or bytes (Python 2).
+  Read with the same restricted unpickler; the reader shifts labels to 0..999.
 """
 
 from __future__ import annotations
@@ -118,6 +124,10 @@ def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
         raise _damaged(path, f"labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside the allowed numpy constructors; loading would import and call it."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """An unpickler that rebuilds numpy arrays and builtins and refuses every other global."""
 
@@ -135,7 +145,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+            raise _RefusedGlobal(f"refusing to load global {module}.{name}")
         if module in ("numpy", "_codecs"):
             return getattr(importlib.import_module(module), name)
         try:  # numpy >= 2 moved numpy.core to numpy._core
@@ -145,16 +155,27 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return getattr(core, name)
 
 
-def unpickle(path: str | Path) -> Any:
-    """Unpickle a CIFAR batch with ``encoding='bytes'``, allowing only numpy arrays and builtins."""
+def unpickle(path: str | Path, what: str = "CIFAR python batch") -> Any:
+    """Unpickle a CIFAR-style batch with ``encoding='bytes'``, allowing only numpy arrays and builtins.
+
+    A pickle that names any other global (``os.system``, ``builtins.eval``, a class of some package...)
+    is refused before that global is looked up, so nothing in it runs. ``what`` names the expected
+    content in error messages.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except OSError as exc:
         raise _damaged(path, f"cannot read it ({exc})") from exc
+    except _RefusedGlobal as exc:
+        raise DataError(
+            f"{path} is not a plain {what}: {exc}, which unpickling would import and call (a pickle that "
+            "runs code). Only numpy arrays and builtins are allowed, so the file was refused before anything "
+            "in it ran. Replace it with the official file."
+        ) from None
     except Exception as exc:  # truncated or corrupt pickles raise many types
-        raise _damaged(path, f"not a readable CIFAR python batch ({type(exc).__name__}: {exc})") from exc
+        raise _damaged(path, f"not a readable {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def read_cifar_batch(
@@ -213,3 +234,98 @@ def read_svhn_mat(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
     labels = torch.from_numpy(y.astype(np.int64) % 10)
     return images, labels
+
+
+IMAGENET32_CLASSES = 1000
+_IMAGENET32 = "ImageNet32 pickle"
+
+
+def _imagenet32_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One ImageNet32 file → its ``'data'`` (uint8 ``(N, 3072)``, as stored) and labels int64 ``(N,)``, 1..1000."""
+    entry = unpickle(path, _IMAGENET32)
+    if isinstance(entry, dict):  # Python 3 pickles have str keys, Python 2 ones bytes (with encoding='bytes')
+        entry = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        keys = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
+        raise _damaged(path, f"expected an ImageNet32 dict with 'data' and 'labels', found {keys}")
+    data = entry["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise _damaged(path, f"'data' must be a uint8 array (N, 3072), found {found}")
+    labels = np.asarray(entry["labels"])
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise _damaged(path, f"{data.shape[0]} images but 'labels' of shape {labels.shape} ({labels.dtype})")
+    if labels.size and (labels.min() < 1 or labels.max() > IMAGENET32_CLASSES):
+        hint = " (0-based labels: not the official files, which store 1..1000)" if labels.min() == 0 else ""
+        raise _damaged(path, f"labels outside 1..{IMAGENET32_CLASSES} (found {labels.min()}..{labels.max()}){hint}")
+    return data, labels.astype(np.int64, copy=False)
+
+
+def read_imagenet32_batch(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ImageNet32 file → images uint8 ``(N, 3, 32, 32)`` and labels int64 ``(N,)`` in 0..999.
+
+    Row ``i`` of ``'data'`` holds 1024 red, 1024 green, then 1024 blue values, each plane row-major, so
+    ``reshape(N, 3, 32, 32)`` gives channels-first images; the stored label ``c`` (1..1000) becomes ``c - 1``.
+    """
+    data, labels = _imagenet32_arrays(Path(path))
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels - 1)
+
+
+def read_imagenet32(paths: list[Path], size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the ImageNet32 files ``paths`` (e.g. ``train_data_batch_1..10``) in order.
+
+    With ``size`` (the total number of images, e.g. 1,281,167 for the training set) the output is
+    allocated once, ``(size, 3, 32, 32)`` uint8 (3.9 GB for the training set), and each file is unpickled,
+    checked, copied into its slice and released before the next, so at most one file (~400 MB) is held
+    besides the result. DataError if the files hold a different number of images. Without ``size`` the
+    files are read first and then concatenated, which briefly needs twice the memory: fine for a few files.
+    """
+    if size is None:
+        parts = [read_imagenet32_batch(p) for p in paths]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    images = np.empty((size, 3, 32, 32), dtype=np.uint8)
+    labels = np.empty(size, dtype=np.int64)
+    filled = 0
+    for path in paths:
+        data, stored = _imagenet32_arrays(Path(path))
+        n = data.shape[0]
+        if filled + n > size:
+            raise DataError(f"{path} brings the ImageNet32 split to more than the {size} images expected: "
+                            "these files are not the official release. Replace them with the official files.")
+        images[filled : filled + n] = data.reshape(n, 3, 32, 32)
+        np.subtract(stored, 1, out=labels[filled : filled + n])
+        filled += n
+        del data, stored
+    if filled != size:
+        raise DataError(f"the ImageNet32 files {', '.join(Path(p).name for p in paths)} in {Path(paths[0]).parent} "
+                        f"hold {filled} images, expected {size}: they are not the official release (truncated or "
+                        "a subset?). Replace them with the official files.")
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def imagenet32_stats(paths: list[Path]) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and std of the pixels (scaled to [0, 1]) of the ImageNet32 files ``paths``.
+
+    Streams the files one at a time, in chunks of 4096 images, accumulating per channel the count,
+    ``Σp`` and ``Σp²`` of the raw values ``p`` in float64. Every partial sum is an integer below 2⁵³
+    (``Σp²`` over the whole training set is at most 1.3·10⁹ · 255² ≈ 8.5·10¹³), so the sums are exact.
+    Returns ``mean = Σp / (255 n)`` and the population std ``sqrt(Σp² / n - (Σp / n)²) / 255``, per
+    channel R, G, B: the ``mean`` and ``std`` of a :class:`~analoglearn.data.specs.DatasetSpec`.
+    """
+    if not paths:
+        raise DataError("imagenet32_stats needs at least one file")
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for path in paths:
+        data, _ = _imagenet32_arrays(Path(path))
+        planes = data.reshape(-1, 3, 1024)
+        for start in range(0, planes.shape[0], 4096):
+            chunk = planes[start : start + 4096].astype(np.float64)
+            total += chunk.sum(axis=(0, 2))
+            squares += np.square(chunk).sum(axis=(0, 2))
+            count += chunk.shape[0] * 1024
+        del data, planes
+    if count == 0:
+        raise DataError(f"the ImageNet32 files {', '.join(str(p) for p in paths)} hold no images")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())  # type: ignore[return-value]

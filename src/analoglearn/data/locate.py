@@ -12,7 +12,18 @@ FashionMNIST  ``<root>/FashionMNIST/raw/``,                   SHA-256 of the dec
 CIFAR10       ``<root>/cifar-10-batches-py/``                 torchvision's MD5 of each batch file
 CIFAR100      ``<root>/cifar-100-python/``                    torchvision's MD5 of ``train``, ``test``
 SVHN          ``<root>/``, ``<root>/SVHN/``                   torchvision's MD5 of ``*_32x32.mat``
+ImageNet32    ``<root>/ImageNet32/`` and more (see below)     none published (see below)
 ============  ==============================================  =====================================
+
+ImageNet32 (downsampled ImageNet 32×32) follows the official distribution: most code that reads it
+expects ``Imagenet32_train.zip`` unpacked as ``Imagenet32_train/train_data_batch_1..10`` and
+``Imagenet32_val.zip`` as ``Imagenet32_val/val_data``, while the authors' own code reads all eleven files
+from one folder. So the files are looked for in ``<root>/ImageNet32/`` (or ``<root>/imagenet32/``), directly or in its
+``Imagenet32_train/``, ``Imagenet32_val/``, ``train/`` and ``val/`` subfolders, then in
+``<root>/Imagenet32_train/`` and ``<root>/Imagenet32_val/``; each split comes from the first folder that
+holds all of its files. No checksums of these files are published, so they are not hashed: the reader
+checks their structure, types, label range and the number of images instead. ImageNet32 cannot be
+fetched (the download needs a login), so :func:`missing_message` says where to put the files.
 
 IDX files may be stored raw or gzipped (``name.gz``); the checksum is of the decompressed bytes, so
 both verify alike. A file is hashed once: the result is kept in ``<root>/.verified.json``, keyed by
@@ -43,7 +54,8 @@ class DataFile:
 
     Attributes:
         name: file name inside the dataset folder.
-        digest: expected hex digest.
+        digest: expected hex digest; ``''`` when none is published (the file is then not hashed, and the
+            reader's checks of shapes, types and sizes are all the verification it gets).
         algorithm: ``'sha256'`` (of the decompressed content) or ``'md5'`` (of the file as stored).
         gzip_ok: whether the file may be stored gzipped as ``name + '.gz'``.
     """
@@ -56,12 +68,23 @@ class DataFile:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a dataset's files are looked for and which files each split needs."""
+    """Where a dataset's files are looked for and which files each split needs.
+
+    ``manual`` is set for datasets that ``analoglearn data fetch`` cannot download (ImageNet32: the
+    official download needs a login): how to put the files from ``origin`` in place by hand, with
+    ``{folder}`` standing for the first candidate folder. Their missing-files message says so.
+    """
 
     folders: tuple[str, ...]
     system_folders: tuple[str, ...]
     splits: dict[str, tuple[DataFile, ...]]
     origin: str = ""
+    manual: str = ""
+
+    @property
+    def fetchable(self) -> bool:
+        """Whether ``analoglearn data fetch`` can download the dataset."""
+        return not self.manual
 
 
 # SHA-256 of the decompressed IDX files (identical whichever source they came from).
@@ -95,6 +118,25 @@ def _md5(name: str, md5: str) -> DataFile:
     return DataFile(name, md5, "md5")
 
 
+# ImageNet32: no checksums of the individual files are published.
+IMAGENET32_TRAIN_FILES = tuple(f"train_data_batch_{k}" for k in range(1, 11))
+IMAGENET32_TEST_FILES = ("val_data",)
+IMAGENET32_FOLDERS = (
+    *(f"{top}{sub}" for top in ("ImageNet32", "imagenet32")
+      for sub in ("", "/Imagenet32_train", "/Imagenet32_val", "/train", "/val")),
+    "Imagenet32_train",
+    "Imagenet32_val",
+)
+IMAGENET32_ORIGIN = (
+    "https://image-net.org/download-images (Downsampled ImageNet, 32x32: Imagenet32_train.zip and "
+    "Imagenet32_val.zip, the pickle version, not the _npz one; a free account and login are required)"
+)
+IMAGENET32_MANUAL = (
+    "Unzip both archives into {folder}/ (whether they unpack into Imagenet32_train/ and Imagenet32_val/ or "
+    "put the files directly in {folder}/, both work)"
+)
+
+
 LAYOUTS: dict[str, Layout] = {
     "MNIST": Layout(("MNIST/raw",), (), _idx_splits("MNIST"), "https://ossci-datasets.s3.amazonaws.com/mnist/"),
     # The Debian package dataset-fashion-mnist installs gzipped IDX files in /usr/share/datasets.
@@ -121,6 +163,10 @@ LAYOUTS: dict[str, Layout] = {
         "train": (_md5("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),),
         "test": (_md5("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),),
     }, "http://ufldl.stanford.edu/housenumbers/"),
+    "ImageNet32": Layout(IMAGENET32_FOLDERS, (), {
+        "train": tuple(DataFile(name, "") for name in IMAGENET32_TRAIN_FILES),
+        "test": tuple(DataFile(name, "") for name in IMAGENET32_TEST_FILES),
+    }, IMAGENET32_ORIGIN, IMAGENET32_MANUAL),
 }
 
 
@@ -205,8 +251,11 @@ def _stamp(path: Path, file: DataFile) -> list:
 def verify(path: Path, file: DataFile, dataset: str, root: str | os.PathLike[str] | None = None) -> None:
     """Check ``path`` against ``file``'s digest, hashing only if size or mtime changed since the last check.
 
-    Raises DataError naming the file, both digests and the fix when the content does not match.
+    Raises DataError naming the file, both digests and the fix when the content does not match. A file
+    with no published digest (``file.digest == ''``) is accepted as it is.
     """
+    if not file.digest:
+        return
     key = str(path.resolve())
     cache = _read_cache(root)
     if cache.get(key) == _stamp(path, file):
@@ -277,6 +326,8 @@ def check_readable(name: str, split: str, root: str | os.PathLike[str] | None = 
 
 def missing_message(name: str, split: str, root: str | os.PathLike[str] | None = None) -> str:
     """What is missing where, and the exact command or folder that would fix it."""
+    if not layout(name).fetchable:
+        return _manual_message(name, split, root)
     base = data_root(root)
     needed = layout(name).splits[split]
     looked = []
@@ -298,3 +349,29 @@ def missing_message(name: str, split: str, root: str | os.PathLike[str] | None =
 def fetch_command(name: str, root: str | os.PathLike[str] | None = None) -> str:
     """The command that downloads dataset ``name`` into the data root chosen by ``root``."""
     return f"analoglearn data fetch {name}" + (f" --root {data_root(root)}" if root is not None else "")
+
+
+def _manual_message(name: str, split: str, root: str | os.PathLike[str] | None = None) -> str:
+    """The missing-files message of a dataset that has to be downloaded by hand (``layout(name).manual``).
+
+    Only the candidate folders that exist are listed, with what they hold: ImageNet32 has twelve.
+    """
+    lay, base = layout(name), data_root(root)
+    needed, folders = lay.splits[split], candidate_folders(name, root)
+    looked = []
+    for folder in folders:
+        found = [f.name for f in needed if stored_path(folder, f) is not None]
+        if found:
+            looked.append(f"{folder} (has {', '.join(found)} but not the rest)")
+        elif folder.is_dir():
+            looked.append(f"{folder} (none of them)")
+    where = "; ".join(looked) if looked else f"none of the {len(folders)} folders it may be in exists"
+    root_note = "" if base.is_dir() else f" The data root {base} does not exist."
+    every = ", ".join(f"`{f.name}`" for files in lay.splits.values() for f in files)
+    how = lay.manual.format(folder=folders[0])
+    return (
+        f"{name} ({split} split) not found.{root_note} Looked under {base}: {where}. "
+        f"analoglearn cannot download {name}: get it on a machine with internet access from {lay.origin}. "
+        f"{how}. The files expected: {every}. "
+        f"The data root is --root (the `root` argument), else ${ENV_VAR}, else {DEFAULT_ROOT}."
+    )
