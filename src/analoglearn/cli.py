@@ -168,8 +168,11 @@ def cmd_diagnose_gradients(args: argparse.Namespace) -> int:
         raise AnalogLearnError(f"--seed must be an integer in [0, 2^63 - 1], got {args.seed}")
     if args.json:
         check_output_file(args.json, "--json")
+    from .energy.presets import HopfieldOptions
+
+    options = HopfieldOptions(readout=args.readout, output_gain=args.output_gain)
     results = gradient_fidelity(args.preset, args.beta, batch_size=args.batch_size, seed=args.seed,
-                                algorithms=args.algorithms.split(",") if args.algorithms else None)
+                                algorithms=args.algorithms.split(",") if args.algorithms else None, options=options)
     print(format_table(results))
     if args.json:
         write_json(Path(args.json), results)
@@ -306,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser("diagnose", help="diagnostics of the energy-based estimators")
     diag_sub = diag.add_subparsers(dest="diagnose_command", required=True)
     grads = diag_sub.add_parser("gradients", help="every estimator's gradient against the true gradient (float64)")
-    grads.add_argument("--preset", default="tiny", help="energy-based network: tiny, dchn_cpu or dchn32")
+    grads.add_argument("--preset", default="tiny", help="energy-based network: tiny, dchn_cpu, dchn_deep_cpu, "
+                       "dchn32, dchn_vgg or hopfield_resnet13")
+    grads.add_argument("--readout", default="energy", help="energy (squared error, paper A) or cross_entropy")
+    grads.add_argument("--output-gain", type=float, default=1.0, help="output gain γ of the cost (> 0)")
     grads.add_argument("--beta", type=float, default=0.05, help="nudging strength β > 0")
     grads.add_argument("--batch-size", type=int, default=8, help="examples in the random batch")
     grads.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")

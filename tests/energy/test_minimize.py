@@ -97,11 +97,17 @@ def test_bad_settings_raise_config_error():
 
 
 def test_groups_follow_layer_parity():
+    from analoglearn.energy.network import HopfieldNetwork
+
+    def chain(layers):  # a dense chain of `layers` layers (the output included)
+        return HopfieldNetwork((1, 2, 2), (), 2, dense_units=[3] * (layers - 1), gains=[0.5] * layers,
+                               generator=torch.Generator().manual_seed(0))
+
     asynchronous, synchronous = Minimizer(), Minimizer(schedule="synchronous")
-    assert asynchronous.groups(5, clamped=False) == [[0, 2, 4], [1, 3]]  # {s1, s3, o}, {s2, s4}
-    assert asynchronous.groups(5, clamped=True) == [[0, 2], [1, 3]]
-    assert asynchronous.groups(2, clamped=True) == [[0]]
-    assert synchronous.groups(5, clamped=False) == [[0, 1, 2, 3, 4]]
+    assert asynchronous.groups(chain(5), clamped=False) == [[0, 2, 4], [1, 3]]  # {s1, s3, o}, {s2, s4}
+    assert asynchronous.groups(chain(5), clamped=True) == [[0, 2], [1, 3]]
+    assert asynchronous.groups(chain(2), clamped=True) == [[0]]
+    assert synchronous.groups(chain(5), clamped=False) == [[0, 1, 2, 3, 4]]
 
 
 def test_one_hidden_layer_network_with_clamped_output():

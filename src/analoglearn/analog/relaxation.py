@@ -145,13 +145,13 @@ def relaxation_sites(net: HopfieldNetwork) -> list[tuple[str, Op, int]]:
     """
     sites = []
     for i, interaction in enumerate(net.interactions):
-        cls, w = type(interaction), interaction.weight
-        if cls.drive_op is None or cls.feedback_op is None:
-            raise ConfigError(f"interaction {i} ({cls.__name__}) names no drive_op / feedback_op: the tile model "
-                              "needs to know its products")
-        sites.append((site_name(i, False), cls.drive_op, int(w.shape[1])))
+        w = interaction.weight
+        if interaction.drive_op is None or interaction.feedback_op is None:
+            raise ConfigError(f"interaction {i} ({type(interaction).__name__}) names no drive_op / feedback_op: "
+                              "the tile model needs to know its products")
+        sites.append((site_name(i, False), interaction.drive_op, int(w.shape[1])))
         if interaction.source != 0:
-            sites.append((site_name(i, True), cls.feedback_op, int(w.shape[0])))
+            sites.append((site_name(i, True), interaction.feedback_op, int(w.shape[0])))
     return sites
 
 

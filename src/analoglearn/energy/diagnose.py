@@ -22,11 +22,15 @@ from ..registry import MODELS
 from .estimators import ALGORITHMS, Gradients, Settings, estimate, onehot
 from .minimize import Minimizer
 from .network import HopfieldNetwork, State
+from .presets import HopfieldOptions
 
 PRESET_INPUTS: dict[str, tuple[tuple[int, int, int], int]] = {
     "tiny": ((1, 8, 8), 4),
     "dchn_cpu": ((1, 28, 28), 10),
+    "dchn_deep_cpu": ((1, 28, 28), 10),
     "dchn32": ((3, 32, 32), 10),
+    "dchn_vgg": ((3, 32, 32), 10),
+    "hopfield_resnet13": ((3, 32, 32), 10),
 }
 """Input shape and number of classes used to diagnose each preset."""
 
@@ -58,15 +62,17 @@ def compare(estimate_: Gradients, truth: Gradients) -> dict:
     return out
 
 
-def setup(preset: str, batch_size: int, seed: int) -> tuple[HopfieldNetwork, Tensor, Tensor, State]:
-    """A float64 network of ``preset``, a random batch ``(x, one-hot y)`` and its free equilibrium."""
+def setup(preset: str, batch_size: int, seed: int, options: HopfieldOptions | None = None
+          ) -> tuple[HopfieldNetwork, Tensor, Tensor, State]:
+    """A float64 network of ``preset`` (with ``options``), a random batch ``(x, one-hot y)`` and its
+    free equilibrium."""
     if preset not in PRESET_INPUTS:
         raise ConfigError(
             f"unknown preset {preset!r} for diagnostics; valid presets: {', '.join(PRESET_INPUTS)}"
         )
     in_shape, classes = PRESET_INPUTS[preset]
     generator = torch.Generator().manual_seed(seed)
-    net = MODELS.create(preset, None, in_shape=in_shape, num_classes=classes, generator=generator).double()
+    net = MODELS.create(preset, options, in_shape=in_shape, num_classes=classes, generator=generator).double()
     x = torch.randn((batch_size, *in_shape), generator=generator, dtype=torch.float64)
     y = torch.randint(0, classes, (batch_size,), generator=generator)
     free = tight_minimizer().relax(net, x, net.zero_state(batch_size), MAX_ITERATIONS).state
@@ -91,6 +97,7 @@ def gradient_fidelity(
     batch_size: int = 8,
     seed: int = 0,
     algorithms: Iterable[str] | None = None,
+    options: HopfieldOptions | None = None,
 ) -> dict:
     """Score every estimator against the true gradient on one batch (float64, converged phases).
 
@@ -99,18 +106,26 @@ def gradient_fidelity(
         beta: nudging strength of EP and CpL (CL always clamps fully, β = 1).
         batch_size: examples in the random batch.
         seed: seed of the network initialisation and of the batch.
-        algorithms: names to score (default: all nine; TBP and RBP are run to convergence).
+        algorithms: names to score (default: all nine, or the five that need no clamped output under
+            the cross-entropy read-out; TBP and RBP are run to convergence).
+        options: the preset's options (read-out, output gain, activation range, gains).
 
     Returns:
         ``{name: {'cosine', 'relative_error', 'per_layer': {...}}}`` for each algorithm.
     """
     if not beta > 0:
         raise ConfigError(f"beta must be > 0, got {beta}")
-    names = list(algorithms) if algorithms is not None else list(ALGORITHMS)
+    clamping = ("CL", "PCpL", "NCpL", "CCpL")
+    readout_ok = options is None or options.readout == "energy"
+    default = [n for n in ALGORITHMS if readout_ok or n not in clamping]
+    names = list(algorithms) if algorithms is not None else default
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise ConfigError(f"unknown algorithm(s) {unknown}; valid: {', '.join(ALGORITHMS)}")
-    net, x, target, free = setup(preset, batch_size, seed)
+    if not readout_ok and (refused := [n for n in names if n in clamping]):
+        raise ConfigError(f"{', '.join(refused)} clamp the output, which the cross-entropy read-out does not have; "
+                          f"valid here: {', '.join(default)}")
+    net, x, target, free = setup(preset, batch_size, seed, options)
     truth = true_gradient(net, x, target, free)
     results = {}
     for name in names:

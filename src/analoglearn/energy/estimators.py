@@ -1,15 +1,19 @@
 """Gradient estimators of Scellier et al. 2023 (PAPERS.md A.3).
 
-Cost of one example: ``C(o, y) = ½‖o − onehot(y)‖²`` (reported as a batch mean). Every physical
-algorithm contrasts two relaxed states ``s¹, s²`` at nudgings ``β¹ < β²`` and sets::
+Cost of one example: the network's read-out cost ``C(o, y)`` (``net.readout``; paper A's
+``½‖o − onehot(y)‖²`` by default, reported as a batch mean). Every physical algorithm contrasts two
+relaxed states ``s¹, s²`` at nudgings ``β¹ < β²`` and sets, with ``F = E + β·C``::
 
-    ĝ = [∂E/∂θ(s²) − ∂E/∂θ(s¹)] / (β² − β¹)        (batch mean)
+    ĝ = [∂F/∂θ(s², β²) − ∂F/∂θ(s¹, β¹)] / (β² − β¹)        (batch mean)
 
+(``∂F/∂θ = ∂E/∂θ`` unless the read-out's parameters are outside the energy: the cross-entropy
+read-out, :meth:`HopfieldNetwork.parameter_gradients`)
 so that ``param.grad = ĝ`` approximates ``∂C/∂θ`` and SGD descends. Variants: positive
 ``(0, +β)``, negative ``(−β, 0)``, centered ``(−β, +β)``.
 
 * EP (PEP, NEP, CEP): the nudged states minimise ``E + β·C`` with the output free.
-* CpL (PCpL, NCpL, CCpL): the output is clamped to ``o* − β(o* − y)``, ``o*`` the free output.
+* CpL (PCpL, NCpL, CCpL): the output is clamped to ``o* − β(o* − y/γ)``, ``o*`` the free output
+  (γ the output gain; ``y/γ`` is the output at which ``C = ½‖γo − y‖²`` vanishes). The energy read-out only.
 * CL: PCpL at β = 1 (output clamped to the target, versus clamped to its free value).
 * TBP: autograd through the nudged-phase iterations started from the free state.
 * RBP (Almeida–Pineda): at the free equilibrium ``s* = F(s*)``, with ``F`` one synchronous
@@ -22,6 +26,7 @@ from the free state for the same number of iterations, as in the reference code.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +45,8 @@ InputDrive = dict[int, Drive] | None
 """``{i: (drive_I(x), aux_I)}`` of the interactions fed by the clamped input (``Relaxation.input_drive``)."""
 
 Gradients = Weights
-"""``[(g_W_k, g_b_k)]`` aligned with :meth:`HopfieldNetwork.layer_parameters`."""
+"""One tuple per interaction, aligned with :meth:`HopfieldNetwork.layer_parameters` (``(g_W, g_b)``
+for the chain, ``(g_W,)`` for a skip)."""
 
 
 def onehot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -49,8 +55,23 @@ def onehot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
 
 
 def cost(output: Tensor, target: Tensor) -> Tensor:
-    """``C = ½‖o − y‖²`` per example, shape ``(B,)``; ``target`` is one-hot ``(B, K)``."""
+    """Paper A's ``C = ½‖o − y‖²`` per example, shape ``(B,)``; ``target`` is one-hot ``(B, K)``
+    (``net.readout.cost`` is the network's own, with its output gain or cross-entropy)."""
     return 0.5 * (output - target).pow(2).sum(1)
+
+
+def parameters(net: HopfieldNetwork) -> list[Tensor]:
+    """The parameters of :meth:`HopfieldNetwork.layer_parameters`, flattened in order."""
+    return [p for group in net.layer_parameters() for p in group]
+
+
+def regroup(net: HopfieldNetwork, flat: Sequence[Tensor | None]) -> Gradients:
+    """``flat`` (aligned with :func:`parameters`; ``None`` read as zero) grouped like :data:`Gradients`."""
+    out, i = [], 0
+    for group in net.layer_parameters():
+        out.append(tuple(flat[i + j] if flat[i + j] is not None else torch.zeros_like(p) for j, p in enumerate(group)))
+        i += len(group)
+    return out
 
 
 @dataclass(frozen=True)
@@ -80,11 +101,16 @@ def contrast(
     beta1: float,
     beta2: float,
     input_drive: InputDrive = None,
+    target: Tensor | None = None,
 ) -> Gradients:
-    """``ĝ = [∂E/∂θ(s²) − ∂E/∂θ(s¹)] / (β² − β¹)``, accumulated in the parameters' dtype (fp32)."""
-    g1, g2 = net.parameter_gradients(x, first, input_drive), net.parameter_gradients(x, second, input_drive)
+    """``ĝ = [∂F/∂θ(s², β²) − ∂F/∂θ(s¹, β¹)] / (β² − β¹)``, accumulated in the parameters' dtype (fp32).
+
+    ``target``: the one-hot target, needed by the cross-entropy read-out's ``β·∂C/∂θ``.
+    """
+    g1 = net.parameter_gradients(x, first, input_drive, beta=beta1, target=target)
+    g2 = net.parameter_gradients(x, second, input_drive, beta=beta2, target=target)
     scale = 1.0 / (beta2 - beta1)
-    return [((w2 - w1) * scale, (b2 - b1) * scale) for (w1, b1), (w2, b2) in zip(g1, g2)]
+    return [tuple((b - a) * scale for a, b in zip(p1, p2)) for p1, p2 in zip(g1, g2)]
 
 
 def equilibrium_propagation(
@@ -100,7 +126,7 @@ def equilibrium_propagation(
     betas = [sign * settings.beta for sign in _VARIANTS[variant]]
     relax = functools.partial(settings.minimizer.relax, target=target, input_drive=input_drive)
     states = [relax(net, x, free, settings.iterations, beta=b).state for b in betas]
-    return contrast(net, x, states[0], states[1], betas[0], betas[1], input_drive)
+    return contrast(net, x, states[0], states[1], betas[0], betas[1], input_drive, target)
 
 
 def coupled_learning(
@@ -115,9 +141,9 @@ def coupled_learning(
     """PCpL/NCpL/CCpL (and CL at β = 1): output clamped to ``o* − β_i(o* − y)``."""
     betas = [sign * settings.beta for sign in _VARIANTS[variant]]
     relax = functools.partial(settings.minimizer.relax, input_drive=input_drive)
-    o_free = free[-1].detach()
+    o_free, goal = free[-1].detach(), target / net.readout.gain if net.readout.gain != 1.0 else target
     states = [
-        relax(net, x, free, settings.iterations, clamp_output=o_free - b * (o_free - target)).state
+        relax(net, x, free, settings.iterations, clamp_output=o_free - b * (o_free - goal)).state
         for b in betas
     ]
     return contrast(net, x, states[0], states[1], betas[0], betas[1], input_drive)
@@ -127,23 +153,22 @@ def truncated_backprop(
     net: HopfieldNetwork, x: Tensor, target: Tensor, free: State, settings: Settings
 ) -> Gradients:
     """TBP: ``∂/∂θ`` of the mean cost after ``iterations`` asynchronous iterations from the free state."""
-    params = [p for pair in net.layer_parameters() for p in pair]
+    params = parameters(net)
     with torch.enable_grad():
         final = settings.minimizer.relax(
             net, x, [s.detach() for s in free], settings.iterations, differentiable=True
         )
-        loss = cost(final.state[-1], target).mean()
+        loss = net.readout.cost(final.state[-1], target).mean()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
-    return list(zip(grads[0::2], grads[1::2]))
+    return regroup(net, grads)
 
 
 def synchronous_map(net: HopfieldNetwork, x: Tensor, state: State, weights: Weights) -> State:
     """``F(s, θ)_k = clamp(h_k, 0, 1)`` (``h_k`` unclamped for the output): one synchronous update
     of every free layer with the pre-activation of :meth:`HopfieldNetwork.preactivation` (RBP's map)."""
-    cache, last = DriveCache(net), len(state)
-    h = [net.preactivation(k, x, state, weights, cache) for k in range(1, last + 1)]
-    return [hk if k == last else hk.clamp(0.0, 1.0) for k, hk in enumerate(h, start=1)]
+    cache = DriveCache(net)
+    h = [net.preactivation(k, x, state, weights, cache) for k in range(1, len(state) + 1)]
+    return [net.activate(k, hk) for k, hk in enumerate(h)]
 
 
 def recurrent_backprop(
@@ -159,7 +184,7 @@ def recurrent_backprop(
         s_star = [s.detach().to(params[0].dtype).requires_grad_(True) for s in free]
         image = synchronous_map(net, x.to(params[0].dtype), s_star, net.weights(detach=False))
         source = [torch.zeros_like(s) for s in s_star]
-        source[-1] = (s_star[-1].detach() - target) / x.shape[0]
+        source[-1] = net.readout.output_gradient(s_star[-1].detach(), target) / x.shape[0]
         v = [t.clone() for t in source]
         for _ in range(settings.rbp_steps):
             vjp = torch.autograd.grad(image, s_star, v, retain_graph=True, allow_unused=True)
@@ -171,8 +196,7 @@ def recurrent_backprop(
             if change is not None and change < settings.rbp_tolerance:
                 break
         grads = torch.autograd.grad(image, params, v, allow_unused=True)
-    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
-    return list(zip(grads[0::2], grads[1::2]))
+    return regroup(net, grads)
 
 
 def estimate(
@@ -204,7 +228,7 @@ def estimate(
 
 def write_gradients(net: HopfieldNetwork, grads: Gradients) -> None:
     """Add ``ĝ`` to ``.grad`` of every parameter (as ``backward()`` would)."""
-    for (w, b), (g_w, g_b) in zip(net.layer_parameters(), grads):
-        for p, g in ((w, g_w), (b, g_b)):
+    for group, g_group in zip(net.layer_parameters(), grads):
+        for p, g in zip(group, g_group):
             g = g.detach().to(p.dtype)
             p.grad = g.clone() if p.grad is None else p.grad.add_(g)

@@ -26,13 +26,13 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..analog.read import linear_transposed
+from ..errors import ConfigError
 
 Op = Callable[..., Tensor]
 """A matrix-vector product ``op(x, weight) -> y``."""
@@ -88,13 +88,13 @@ class Interaction(nn.Module):
     ``aux`` is what the drive computes on the way and the feedback reuses (max-pool arg-max
     indices), or ``None``.
 
-    Class attributes ``drive_op`` / ``feedback_op``: the products the drive and the feedback pass
-    to :func:`read` (the crossbar's forward and transposed reads; ``None`` in this base class).
+    ``drive_op`` / ``feedback_op``: the products the drive and the feedback pass to :func:`read`
+    (the crossbar's forward and transposed reads; ``None`` in this base class).
     """
 
-    uses_aux: ClassVar[bool] = False
-    drive_op: ClassVar[Op | None] = None
-    feedback_op: ClassVar[Op | None] = None
+    uses_aux: bool = False
+    drive_op: Op | None = None
+    feedback_op: Op | None = None
 
     def __init__(self, source: int, target: int, fan_in: int) -> None:
         super().__init__()
@@ -122,43 +122,116 @@ class Interaction(nn.Module):
         return -(self.drive(pre, weight)[0] * post).flatten(1).sum(1)
 
 
-class ConvPoolInteraction(Interaction):
-    """``E_I = −⟨maxpool₂(conv(s_i; W)), s_j⟩``: 3×3 conv, padding 1, then 2×2 max-pool.
+DOWNSAMPLINGS = ("max", "avg", "stride")
+"""How a :class:`ConvInteraction` maps its source's resolution onto its target's: max-pooling (with
+arg-max indices), average pooling, or the conv's stride."""
 
-    Shapes: pre ``(B, C_in, H, W)``, post ``(B, C_out, H//2, W//2)``, weight ``(C_out, C_in, 3, 3)``
-    (the ``.conv.weight`` of an ``nn.Conv2d`` without bias); aux: the max-pool arg-max indices.
+conv1x1 = functools.partial(F.conv2d, padding=0)
+"""Drive product of a 1×1 :class:`ConvInteraction` (the usual skip); its feedback is ``conv1x1_transposed``."""
+conv1x1_transposed = functools.partial(F.conv_transpose2d, padding=0)
+"""Feedback product of a 1×1 :class:`ConvInteraction`."""
+_OPS = {3: (conv3x3, conv3x3_transposed), 1: (conv1x1, conv1x1_transposed)}
+
+
+class ConvInteraction(Interaction):
+    """``E_I = −⟨down_p(conv_k(s_i; W)), s_j⟩``: a k×k conv (padding k//2), downsampled by p.
+
+    ``mode`` says how (p = 1: no downsampling, a same-resolution conv):
+
+    * ``'max'``: ``drive = maxpool_p(conv(s_i))`` with its arg-max indices as ``aux``,
+      ``feedback = convᵀ(maxunpool_p(s_j))``. For fixed indices the term is bilinear; for ``s_j ≥ 0``
+      it is concave in s_i (a max of linear maps weighted by ``−s_j ≤ 0``), so its linearisation at
+      the current indices majorises it and the minimiser's update of s_i is a majorise-minimise step
+      only if the *target* is non-negative (the network refuses a max-pooled interaction into a layer
+      whose range admits negative values).
+    * ``'avg'``: ``drive = avgpool_p(conv(s_i))``, ``feedback = convᵀ(upsample_p(s_j) / p²)`` (the
+      adjoint of average pooling); bilinear, no sign condition.
+    * ``'stride'``: ``drive = conv(s_i)`` with stride p, ``feedback = conv_transpose(s_j)`` with stride p
+      (and the output padding that gives back the source's size); bilinear (the Hopfield-ResNet's
+      downsampling).
+
+    Paper A's conv-pool interaction is ``kernel=3, factor=2, mode='max'`` (the defaults). A *skip*
+    (``source < target − 1``, a residual coupling) is the same class, usually a 1×1 conv with
+    ``p = H_i / H_j``.
+
+    Shapes: pre ``(B, C_in, H, W)``, post ``(B, C_out, H/p, W/p)``, weight ``(C_out, C_in, k, k)``
+    (the ``.conv.weight`` of an ``nn.Conv2d`` without bias).
     """
 
-    uses_aux = True
-    drive_op = conv3x3
-    feedback_op = conv3x3_transposed
-
-    def __init__(self, in_channels: int, out_channels: int, *, source: int, target: int) -> None:
-        super().__init__(source, target, in_channels * 9)
+    def __init__(self, in_channels: int, out_channels: int, *, source: int, target: int, kernel: int = 3,
+                 factor: int = 2, mode: str = "max") -> None:
+        if kernel not in _OPS:
+            raise ConfigError(f"conv interaction kernel must be 1 or 3, got {kernel!r}")
+        if mode not in DOWNSAMPLINGS:
+            raise ConfigError(f"downsampling must be one of {', '.join(DOWNSAMPLINGS)}, got {mode!r}")
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ConfigError(f"downsampling factor must be a positive integer, got {factor!r}")
+        super().__init__(source, target, in_channels * kernel * kernel)
+        self.kernel, self.factor, self.mode = kernel, factor, mode if factor > 1 else "none"
+        self.uses_aux = self.mode == "max"
+        self.stride = factor if self.mode == "stride" else 1
+        self.drive_op, self.feedback_op = _OPS[kernel]
+        if self.stride > 1:
+            self.drive_op = functools.partial(F.conv2d, stride=self.stride, padding=kernel // 2)
+            self.feedback_op = functools.partial(F.conv_transpose2d, stride=self.stride, padding=kernel // 2)
         # skip_init: the network initialises from its own generator, never from the global one
-        self.conv = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, kernel, stride=self.stride,
+                                       padding=kernel // 2, bias=False)
 
     @property
     def weight(self) -> nn.Parameter:
-        """``conv.weight``, ``(C_out, C_in, 3, 3)``."""
+        """``conv.weight``, ``(C_out, C_in, k, k)``."""
         return self.conv.weight
 
-    def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """``(maxpool(conv(pre)), arg-max indices)``, both ``(B, C_out, H//2, W//2)``."""
-        return F.max_pool2d(read(conv3x3, pre, weight, self), 2, return_indices=True)
+    def extra_repr(self) -> str:
+        return f"source={self.source}, target={self.target}, factor={self.factor}, mode={self.mode!r}"
+
+    def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(down_p(conv(pre)), arg-max indices or None)``, each ``(B, C_out, H/p, W/p)``."""
+        y = read(self.drive_op, pre, weight, self)
+        if self.mode == "max":
+            return F.max_pool2d(y, self.factor, return_indices=True)
+        if self.mode == "avg":
+            return F.avg_pool2d(y, self.factor), None
+        return y, None
+
+    def _adjoint(self, post: Tensor, aux: Tensor | None, size: torch.Size) -> Tensor:
+        """The adjoint of the pooling applied to ``post`` (``post`` itself for stride / none)."""
+        if self.mode == "max":
+            return F.max_unpool2d(post, aux, self.factor, output_size=size[-2:])
+        if self.mode == "avg":
+            p = self.factor
+            return post.repeat_interleave(p, -2).repeat_interleave(p, -1) / (p * p)
+        return post
+
+    def _transposed(self, size: torch.Size):
+        """The feedback op, with the output padding that restores ``size`` under a stride."""
+        if self.stride == 1:
+            return self.feedback_op
+        pad = self.kernel // 2
+        extra = [size[d] - ((self.conv_out(size[d]) - 1) * self.stride - 2 * pad + self.kernel) for d in (-2, -1)]
+        return functools.partial(self.feedback_op, output_padding=tuple(extra)) if any(extra) else self.feedback_op
+
+    def conv_out(self, n: int) -> int:
+        """Output size of the conv along a dimension of input size ``n``."""
+        return (n + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
 
     def feedback(self, post: Tensor, aux: Tensor | None, weight: Tensor, pre_shape: torch.Size) -> Tensor:
-        """``−∂E_I/∂s_i = convᵀ(maxunpool(s_j))`` with the arg-max indices ``aux`` of ``conv(s_i)``."""
-        unpooled = F.max_unpool2d(post, aux, 2, output_size=pre_shape[-2:])
-        return read(conv3x3_transposed, unpooled, weight, self)
+        """``−∂E_I/∂s_i = convᵀ(adjoint_p(s_j))`` (arg-max indices ``aux`` for max-pooling)."""
+        return read(self._transposed(pre_shape), self._adjoint(post, aux, pre_shape), weight, self)
 
     def weight_gradient(self, pre: Tensor, post: Tensor, aux: Tensor | None, weight: Tensor) -> Tensor:
-        """``∂E_I/∂W = −(1/B) Σ_b pre ⋆ maxunpool(post)`` (batch mean), shape of ``weight``."""
-        unpooled = F.max_unpool2d(post, aux, 2, output_size=pre.shape[-2:])
+        """``∂E_I/∂W = −(1/B) Σ_b pre ⋆ adjoint_p(post)`` (batch mean), shape of ``weight``."""
+        pad, stride = self.kernel // 2, self.stride
         grad = torch.ops.aten.convolution_backward(
-            unpooled, pre, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]
+            self._adjoint(post, aux, pre.shape), pre, weight, None, [stride, stride], [pad, pad], [1, 1], False,
+            [0, 0], 1, [False, True, False],
         )[1]
         return -grad / pre.shape[0]
+
+
+ConvPoolInteraction = ConvInteraction
+"""Paper A's conv-pool interaction: :class:`ConvInteraction` with its defaults (3×3, 2×2 max-pool)."""
 
 
 class DenseInteraction(Interaction):

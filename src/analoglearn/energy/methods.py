@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..method import Closure, GradScaler, Method, Outcome, chunks
 from ..registry import METHODS
-from .estimators import ALGORITHMS, Settings, cost, estimate, onehot, write_gradients
+from .estimators import ALGORITHMS, Settings, estimate, onehot, write_gradients
 from .minimize import OUTPUT_UPDATES, PRECISIONS, RELAXATION_SCHEDULES, Minimizer, Relaxation, check_precision
 from .network import HopfieldNetwork, State
 from .profile import relaxation_profile
@@ -82,7 +82,10 @@ class EnergyMethod(Method):
                  generator: torch.Generator | None = None) -> None:
         if not isinstance(model, HopfieldNetwork):
             raise ConfigError(f"method {algorithm!r} trains energy-based networks only, got {type(model).__name__}; "
-                              "use model dchn32, dchn_cpu or tiny")
+                              "use a Hopfield preset (analoglearn list models: dchn32, dchn_cpu, tiny, ...)")
+        if not model.readout.in_energy and algorithm in ("CL", "PCpL", "NCpL", "CCpL"):
+            raise ConfigError(f"method {algorithm!r} clamps the output, which the cross-entropy read-out does not "
+                              "have; use EP (PEP, NEP, CEP), TBP or RBP with it, or model.readout: energy")
         options = options if options is not None else EnergyOptions()
         super().__init__(model, options, generator=generator)
         self.algorithm = algorithm
@@ -91,6 +94,10 @@ class EnergyMethod(Method):
                                    options.cache_pooling)
         check_precision(options.precision, model.biases[0].device)
         beta = options.beta if options.beta is not None else (1.0 if algorithm == "CL" else DEFAULT_BETA)
+        gain = model.readout.gain
+        if model.readout.in_energy and algorithm in ("NEP", "CEP") and beta * gain * gain >= 1:
+            raise ConfigError(f"method {algorithm!r} nudges by −β: with beta {beta} and output_gain {gain}, E − βC is "
+                              f"unbounded below in the output (needs beta·output_gain² < 1, got {beta * gain**2})")
         self.settings = Settings(beta, options.nudged_iterations, self.minimizer, options.rbp_steps)
         self.warm: State | None = None
         self._stats: dict[str, float] = {}
@@ -125,10 +132,11 @@ class EnergyMethod(Method):
                     relaxation = self.free_phase(xi, init=start)
                 free = relaxation.state
                 target = onehot(yi, free[-1].shape[1], free[-1].dtype)
+                readout = self.model.readout
                 grads = estimate(self.algorithm, self.model, xi, target, free, self.settings, relaxation.input_drive)
                 factor = share * (scaler.get_scale() if scaler is not None else 1.0)
                 write_gradients(self.model, grads if factor == 1.0 else [(w * factor, b * factor) for w, b in grads])
-                loss = cost(free[-1], target).mean().detach()
+                loss = readout.cost(free[-1], target).mean().detach()
                 part = loss if share == 1.0 else loss * share
                 total = part if total is None else total + part
                 correct += int((free[-1].argmax(1) == yi).sum())
@@ -156,18 +164,18 @@ class EnergyMethod(Method):
         return {"relaxation.json": profile}
 
     def _add_stats(self, x: Tensor, free: State, iterations: int, share: float) -> None:
-        """Add ``share`` × (mean energy of the free state before the step, the fractions of units at 0 and
-        at 1, the free-phase iterations) to the epoch's sums."""
+        """Add ``share`` × (mean energy of the free state before the step, the fractions of units at the
+        bounds of their range, the free-phase iterations) to the epoch's sums."""
         with torch.no_grad():
             stats = {"energy": float(self.model.energy(x, free).mean())}
-        for k, s in enumerate(free[:-1], start=1):
-            stats[f"saturation_low/s{k}"] = float((s <= 0).float().mean())
-            stats[f"saturation_high/s{k}"] = float((s >= 1).float().mean())
+        for k, (s, (lo, hi)) in enumerate(zip(free[:-1], self.model.ranges), start=1):
+            stats[f"saturation_low/s{k}"] = float((s <= lo).float().mean())
+            stats[f"saturation_high/s{k}"] = float((s >= hi).float().mean())
         for key, value in {**stats, "free_iterations": float(iterations)}.items():
             self._stats[key] = self._stats.get(key, 0.0) + (value if share == 1.0 else value * share)
 
     def epoch_metrics(self) -> dict[str, float]:
-        """Epoch means: free-state energy, fractions of units at 0 and at 1, free-phase iterations run."""
+        """Epoch means: free-state energy, fractions of units at their range's bounds, free-phase iterations run."""
         out = {key: value / max(self._batches, 1) for key, value in self._stats.items()}
         self._stats, self._batches = {}, 0
         return out

@@ -1,17 +1,29 @@
 """Energy minimisation: the fast fixed-point minimiser of Scellier et al. 2023 (PAPERS.md A.2).
 
-Every layer update is ``s_k ← clamp(h_k, 0, 1)`` with the pre-activation
-``h_k = drive_k(s_{k−1}) + b_k + feedback_{k+1}(s_{k+1})`` of :meth:`HopfieldNetwork.preactivation`
-(a majorise-minimise step on E). Layers of equal parity never interact, so
+Every layer update is ``s_k ← clamp(h_k, lo_k, hi_k)`` with the pre-activation
+``h_k = Σ drives into k + b_k + Σ feedbacks into k`` of :meth:`HopfieldNetwork.preactivation`
+(the exact minimiser of E in s_k over its range, a majorise-minimise step where max-pooling is
+involved). Layers of one colour of the interaction graph (``net.colours``) never interact, so
 
-* the **asynchronous** schedule updates the odd group ``{s1, s3, …}`` then the even group
-  ``{s2, s4, …}`` (the output belongs to the group of its parity, and is left out when clamped):
-  block-coordinate descent, E never increases;
+* the **asynchronous** schedule updates the colours in turn: block-coordinate descent, E never
+  increases. On a chain the colouring is paper A's odd group ``{s1, s3, …}`` then even group
+  ``{s2, s4, …}`` (the output belongs to the group of its parity, and is left out when clamped);
+  a skip between layers of equal parity splits a group further;
 * the **synchronous** schedule (Laborieux et al. 2021) updates all layers from the old state.
 
-The output update is exact: ``o = W·s_L + b`` when free, and the minimiser of ``E + β·C``,
-``o = (W·s_L + b + β·y)/(1 + β)``, when nudged (``output_update='exact'``); the reference code's
-iteration ``o ← W·s_L + b − β(o − y)`` (same fixed point for |β| < 1) is ``'reference'``.
+Nudging, with the cost ``C`` of the network's read-out (γ its output gain):
+
+* energy read-out, ``C = ½‖γo − y‖²``: the output update is exact: ``o = W·s_L + b`` when free, and the
+  minimiser of ``E + β·C``, ``o = (h + βγ·y)/(1 + βγ²)``, when nudged (``output_update='exact'``);
+  the reference code's iteration ``o ← h − βγ(γo − y)`` (same fixed point for |βγ²| < 1) is
+  ``'reference'``;
+* cross-entropy read-out: the output ``o = W_out·s_L + b_out`` is outside the energy and never
+  nudged; s_L is. With ``g = ∂C/∂s_L`` at the current s_L, C is convex in s_L with curvature at most
+  ``λ = ½γ²‖W_out‖₂²`` (the softmax Jacobian's eigenvalues are ≤ ½), so for β > 0
+  ``C(s) ≤ C(s₀) + ⟨g, s − s₀⟩ + (λ/2)‖s − s₀‖²`` and the minimiser of that majoriser of E + βC is
+  ``s_L = clamp((h − βg + βλ·s₀) / (1 + βλ), lo, hi)``; for β < 0, βC is concave and its
+  linearisation majorises it: ``s_L = clamp(h − βg, lo, hi)``. Either way E + βC never increases
+  under the asynchronous schedule (``output_update`` does not apply).
 
 Caching (:class:`DriveCache`): the drive of each interaction, e.g. ``maxpool(conv(s_k))``, and
 its arg-max indices are computed once and reused for the feedback into s_k until s_k changes, so
@@ -129,12 +141,14 @@ class Minimizer:
         if self.tolerance is not None and not self.tolerance > 0:
             raise ConfigError(f"tolerance must be positive or null, got {self.tolerance}")
 
-    def groups(self, num_layers: int, clamped: bool) -> list[list[int]]:
-        """0-based layer indices updated together: parity groups, or one group if synchronous."""
+    def groups(self, net: HopfieldNetwork, clamped: bool) -> list[list[int]]:
+        """0-based layer indices updated together: the colour groups of ``net.colours`` in colour
+        order (parity groups on a chain), or one group if synchronous; the output left out if clamped."""
+        num_layers = len(net.layer_shapes)
         free = list(range(num_layers - 1 if clamped else num_layers))
         if self.schedule == "synchronous":
             return [free]
-        groups = [[k for k in free if k % 2 == 0], [k for k in free if k % 2 == 1]]
+        groups = [[k for k in free if net.colours[k] == c] for c in range(max(net.colours) + 1)]
         return [group for group in groups if group]
 
     def relax(
@@ -167,6 +181,10 @@ class Minimizer:
                 the same weights and precision: the input layer's conv and max-pool are not recomputed.
         """
         dtype = check_precision(self.precision, x.device)
+        if clamp_output is not None and not net.readout.in_energy:
+            raise ConfigError(
+                "the cross-entropy read-out has no output state to clamp (CL and CpL need the energy read-out)"
+            )
         weights = net.weights(dtype, detach=not differentiable)
         s = [t.to(dtype) if differentiable else t.detach().to(dtype) for t in state]
         if clamp_output is not None:
@@ -177,29 +195,40 @@ class Minimizer:
             drives.values.update(input_drive)
         track = trace or self.tolerance is not None
         result = Relaxation(state=s, iterations=0)
+        nudge = _Nudge(beta, target, self._curvature(net, weights, beta))
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for _ in range(iterations):
-                delta = self._iterate(net, x, s, drives, weights, beta, target, clamp_output is not None, track)
+                delta = self._iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track)
                 result.iterations += 1
                 if track:
                     result.residual = float(delta)
                     result.trace.append(result.residual)
                     if self.tolerance is not None and result.residual < self.tolerance:
                         break
+            if not net.readout.in_energy:  # the read-out of the final s_L
+                s[-1] = net.preactivation(len(s), x, s, weights, drives)
         out_dtype = net.biases[0].dtype
         result.state = [t.to(out_dtype) for t in s]
         sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
         result.input_drive = sourced if sourced and not differentiable else None
         return result
 
+    @staticmethod
+    def _curvature(net: HopfieldNetwork, weights: Weights, beta: float) -> float:
+        """``λ = ½γ²‖W_out‖₂²`` of the cross-entropy read-out when β > 0 (module doc), else 0."""
+        if net.readout.in_energy or beta <= 0:
+            return 0.0
+        w = weights[net.chain - 1][0].detach().float()
+        return 0.5 * net.readout.gain**2 * float(torch.linalg.matrix_norm(w, ord=2)) ** 2
+
     def _iterate(
-        self, net: HopfieldNetwork, x: Tensor, s: State, drives: DriveCache, weights: Weights,
-        beta: float, target: Tensor | None, clamped: bool, track: bool,
+        self, net: HopfieldNetwork, x: Tensor, s: State, drives: DriveCache, weights: Weights, nudge: _Nudge,
+        clamped: bool, track: bool,
     ) -> Tensor | float:
         """One iteration in place on the list ``s``; returns ``max|Δs|`` when ``track``."""
         delta: Tensor | float = 0.0
-        for group in self.groups(len(s), clamped):
-            new = {k: self._update(net, k, x, s, drives, weights, beta, target) for k in group}
+        for group in self.groups(net, clamped):
+            new = {k: self._update(net, k, x, s, drives, weights, nudge) for k in group}
             if track:
                 changes = torch.stack([(new[k] - s[k]).detach().abs().max() for k in group])
                 delta = torch.maximum(torch.as_tensor(delta, dtype=changes.dtype), changes.max())
@@ -209,17 +238,35 @@ class Minimizer:
         return delta
 
     def _update(
-        self, net: HopfieldNetwork, k: int, x: Tensor, s: State, drives: DriveCache, weights: Weights,
-        beta: float, target: Tensor | None,
+        self, net: HopfieldNetwork, k: int, x: Tensor, s: State, drives: DriveCache, weights: Weights, nudge: _Nudge,
     ) -> Tensor:
-        """New value of layer ``k`` (0-based) from the current state: ``clamp(h, 0, 1)``, or the output's."""
+        """New value of layer ``k`` (0-based) from the current state (module doc)."""
         h = net.preactivation(k + 1, x, s, weights, drives)
-        if k < len(s) - 1:
-            return h.clamp(0.0, 1.0)
-        if beta == 0:
+        beta, last = nudge.beta, len(s) - 1
+        if beta == 0 or (k < last - 1) or (k == last - 1 and net.readout.in_energy):
+            return net.activate(k, h)
+        readout = net.readout
+        if k == last - 1:  # s_L under the cross-entropy read-out's nudge
+            force, _ = net.readout_force(x, s, weights, nudge.target, drives)
+            if nudge.curvature > 0:
+                h = (h - beta * force + (beta * nudge.curvature) * s[k]) / (1.0 + beta * nudge.curvature)
+            else:
+                h = h - beta * force
+            return net.activate(k, h)
+        if not readout.in_energy:
             return h
+        gain = readout.gain
         if self.output_update == "exact":
-            return (h + beta * target) / (1.0 + beta)
-        return h - beta * (s[k] - target)
+            if gain == 1.0:
+                return (h + beta * nudge.target) / (1.0 + beta)
+            return (h + (beta * gain) * nudge.target) / (1.0 + beta * gain * gain)
+        return h - beta * readout.output_gradient(s[k], nudge.target)
 
 
+@dataclass(frozen=True)
+class _Nudge:
+    """β, the one-hot target and the read-out curvature λ of one relaxation."""
+
+    beta: float
+    target: Tensor | None
+    curvature: float

@@ -1,49 +1,178 @@
-"""Layered convolutional / dense Hopfield networks (Scellier et al. 2023, PAPERS.md A.1).
+"""Layered convolutional / dense Hopfield networks (Scellier et al. 2023, PAPERS.md A.1), with skips.
 
-A network has a clamped input ``s0 = x`` and free *layer states* ``s1 … sL`` (hard-sigmoid, in
-[0, 1]) followed by an unbounded output ``o = s_{L+1}``. Layers are coupled by *interactions*
-(:mod:`.interactions`), each with its own energy term ``E_I = −⟨drive_I(s_source), s_target⟩``:
-conv-pool interactions, then dense ones, consecutive layers coupled. The energy of one example::
+A network has a clamped input ``s0 = x`` and free *layer states* ``s1 … sL`` (each clamped to its
+activation range ``[lo_k, hi_k]``, [0, 1] by default: the hard sigmoid) followed by an unbounded
+output ``o = s_{L+1}``. Layers are coupled by *interactions* (:mod:`.interactions`), each with its
+own energy term ``E_I = −⟨drive_I(s_source), s_target⟩``: the *chain* (conv(-pool) interactions,
+then dense ones, consecutive layers coupled; ``interactions[k−1]`` is the chain interaction into
+layer k) and then the *skips* (a layer coupled to a non-adjacent one, :class:`Skip`). The energy
+of one example::
 
     E(s) = Σ_k (½‖s_k‖² − ⟨b_k, s_k⟩) + Σ_I E_I(s_source(I), s_target(I))      (k = 1 … L+1)
 
-Its minimiser in ``s_k`` alone, before the clamp to [0, 1], is the *pre-activation* (the rule the
-minimiser, ``∂E/∂s_k = s_k − h_k`` and the estimators share, :meth:`HopfieldNetwork.preactivation`)::
+Its minimiser in ``s_k`` alone, before the clamp to the range, is the *pre-activation* (the rule
+the minimiser, ``∂E/∂s_k = s_k − h_k`` and the estimators share, :meth:`HopfieldNetwork.preactivation`)::
 
     h_k = Σ_{I: target k} drive_I(s_source) + b_k + Σ_{I: source k} feedback_I(s_target)
 
+Minimising ``½‖s_k‖² − ⟨h_k, s_k⟩`` over the box ``[lo_k, hi_k]`` (separable, convex) gives
+``s_k = clamp(h_k, lo_k, hi_k)`` for any range, so the minimiser's update is exact in s_k; only the
+max-pool terms need the majorise-minimise argument of :class:`~.interactions.ConvInteraction`, which
+holds when the max-pooled interaction's target is non-negative (checked here).
+
+**Read-out** (:class:`Readout`). ``'energy'`` (paper A): the output is the last layer of the energy and
+the cost is ``C = ½‖γ·o − y‖²`` (γ the *output gain*, 1 by default). ``'cross_entropy'`` (Laborieux
+et al. 2021): the output ``o = W_out·flatten(s_L) + b_out`` is a linear read-out *outside* the
+energy (no feedback into s_L, no energy term) and ``C = −Σ_c y_c log softmax(γ·o)_c``; the nudging acts
+on s_L through ``∂C/∂s_L`` (:mod:`.minimize`), and W_out, b_out learn from ``β·∂C/∂θ``
+(:meth:`HopfieldNetwork.parameter_gradients`).
+
 A state is a list ``[s1, …, sL, o]`` of tensors with a leading batch dimension. Weights stay the
 ``.weight`` of an ``nn.Conv2d`` / ``nn.Linear`` (``bias=False``) so that weight-noise models find
-them by module type; biases are separate per-channel parameters.
+them by module type; biases are separate per-channel parameters, one per layer.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .interactions import ConvPoolInteraction, DenseInteraction, Interaction
+from .interactions import ConvInteraction, ConvPoolInteraction, DenseInteraction, Interaction
 
 __all__ = [
+    "DOWNSAMPLE",
+    "READOUTS",
+    "ConvInteraction",
     "ConvPoolInteraction",
     "DenseInteraction",
     "DriveCache",
     "HopfieldNetwork",
     "Interaction",
+    "Readout",
+    "Skip",
     "State",
     "Weights",
 ]
 
 State = list[Tensor]
 """Layer states ``[s1, …, sL, o]``, each ``(B, *layer_shape)``."""
-Weights = list[tuple[Tensor, Tensor]]
-"""``[(W_k, b_k)]``, k = 1 … L+1: the weight of interaction k−1 (0-based) and the bias of layer k."""
+Weights = list[tuple[Tensor, ...]]
+"""One tuple per interaction i (:meth:`HopfieldNetwork.layer_parameters`): ``(W_i, b_{i+1})`` for the
+chain interaction into layer i+1 (its weight and that layer's bias), ``(W_i,)`` for a skip."""
 Drive = tuple[Tensor, Tensor | None]
 """``(drive_I(s_source), aux_I)`` of one interaction."""
+
+DOWNSAMPLE = ("max", "avg", "stride", "none")
+"""Downsampling of a chain conv layer (``downsample=``): by 2 with max / average pooling or a stride, or none."""
+READOUTS = ("energy", "cross_entropy")
+"""Read-outs (:class:`Readout`): the output in the energy with a squared error, or a linear read-out
+outside the energy with a softmax cross-entropy."""
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The cost ``C(o, y)`` of one example and how the output enters the energy.
+
+    Attributes:
+        kind: ``'energy'``: ``C = ½‖γo − y‖²``, the output is an energy layer; ``'cross_entropy'``:
+            ``C = −⟨y, log softmax(γo)⟩``, the output is a linear read-out outside the energy.
+        gain: the output gain γ > 0 (1: paper A's cost). Predictions are ``argmax o`` either way.
+    """
+
+    kind: str = "energy"
+    gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in READOUTS:
+            raise ConfigError(f"unknown readout {self.kind!r}; valid read-outs: {', '.join(READOUTS)}")
+        if not (isinstance(self.gain, (int, float)) and math.isfinite(self.gain) and self.gain > 0):
+            raise ConfigError(f"output_gain must be a finite number > 0, got {self.gain!r}")
+
+    @property
+    def in_energy(self) -> bool:
+        """Whether the output is a layer of the energy (``'energy'``) or a read-out outside it."""
+        return self.kind == "energy"
+
+    def cost(self, output: Tensor, target: Tensor) -> Tensor:
+        """``C(o, y)`` per example, ``(B,)``; ``target`` one-hot ``(B, K)``."""
+        if self.kind == "energy":
+            return 0.5 * (self.gain * output - target).pow(2).sum(1)
+        return -(target * F.log_softmax(self.gain * output, dim=1)).sum(1)
+
+    def output_gradient(self, output: Tensor, target: Tensor) -> Tensor:
+        """``∂C/∂o`` per example, ``(B, K)``: ``γ(γo − y)`` or ``γ(softmax(γo) − y)``."""
+        if self.kind == "energy":
+            return self.gain * (self.gain * output - target)
+        return self.gain * (torch.softmax(self.gain * output, dim=1) - target)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A skip interaction from layer ``source`` to layer ``target`` (layer numbers, 0 = x, ``source <
+    target − 1``): :class:`~.interactions.ConvInteraction` with a ``kernel``×``kernel`` conv and
+    a ``mode`` (``'avg'``, ``'max'``, ``'stride'``) by the factor ``H_source / H_target`` between conv layers, or a
+    :class:`~.interactions.DenseInteraction` from ``flatten(s_source)`` into a dense layer."""
+
+    source: int
+    target: int
+    kernel: int = 1
+    mode: str = "avg"
+
+    @classmethod
+    def parse(cls, value: object) -> Skip:
+        """A :class:`Skip` from itself, ``[source, target]`` or ``{source, target, kernel, mode}``."""
+        if isinstance(value, Skip):
+            return value
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return cls(*value)
+        if isinstance(value, dict) and {"source", "target"} <= set(value) <= {"source", "target", "kernel", "mode"}:
+            return cls(**value)
+        raise ConfigError(
+            f"a skip is [source, target] or {{source, target, kernel, mode}} (layer numbers, 0 = input), "
+            f"got {value!r}"
+        )
+
+
+Range = tuple[float, float]
+"""An activation range ``(lo, hi)``: a layer's states are clamped to ``[lo, hi]``."""
+
+
+def _check_range(layer: int, value: object) -> Range:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"activation range of layer s{layer} must be [lo, hi], got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ConfigError(
+            f"activation range of layer s{layer} must have finite bounds with lo < hi, got [{lo}, {hi}]"
+        )
+    return lo, hi
+
+
+def colour_layers(num_layers: int, interactions: Sequence[Interaction]) -> list[int]:
+    """Greedy colouring of the interaction graph: colour of each free layer 1 … ``num_layers``.
+
+    Layers are nodes, interactions between two free layers are edges (the clamped input is no
+    node); in layer order each layer takes the smallest colour none of its neighbours has. Layers
+    of one colour never interact, so updating one colour at a time is block-coordinate descent. A
+    chain gets colours 0, 1, 0, 1, …: paper A's odd/even schedule.
+    """
+    neighbours: list[set[int]] = [set() for _ in range(num_layers + 1)]
+    for m in interactions:
+        if m.source >= 1:
+            neighbours[m.source].add(m.target)
+            neighbours[m.target].add(m.source)
+    colours: dict[int, int] = {}
+    for k in range(1, num_layers + 1):
+        taken = {colours[n] for n in neighbours[k] if n in colours}
+        colours[k] = next(c for c in range(num_layers + 1) if c not in taken)
+    return [colours[k] for k in range(1, num_layers + 1)]
 
 
 def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator) -> None:
@@ -69,24 +198,36 @@ class DriveCache:
 
 
 class HopfieldNetwork(nn.Module):
-    """A layered Hopfield network: conv-pool layers, then dense layers, then a dense output.
+    """A Hopfield network: conv(-pool) layers, then dense layers, a dense output, and skips.
 
     Relax it with its method (``method.predict(x)``) or a minimiser
     (``Minimizer(...).relax(net, x, net.zero_state(B), iterations)``); calling it raises TypeError.
 
     Args:
         in_shape: ``(C, H, W)`` of the clamped input ``s0``.
-        conv_channels: channels of the conv-pool layers ``s1 … s_m`` (each halves H and W).
+        conv_channels: channels of the conv layers ``s1 … s_m``.
         num_classes: output units ``K``.
-        gains: one gain per interaction (``len(conv_channels) + len(dense_units) + 1``).
+        gains: one gain per interaction, chain then skips (``len(conv_channels) + len(dense_units)
+            + 1 + len(skips)``).
         generator: random generator for the initialisation of A.1: weights ``U(±gain/√fan_in)``,
-            biases ``U(±0.5/√fan_in)``.
+            biases ``U(±0.5/√fan_in)`` (fan-in of the chain interaction into the layer).
         dense_units: widths of dense hidden layers after the conv layers (may be empty).
+        downsample: per conv layer, how its chain interaction halves H and W: ``'max'`` (2×2
+            max-pool, paper A's, the default), ``'avg'`` (2×2 average pool), ``'stride'`` (stride-2
+            conv), or ``'none'`` (same resolution).
+        skips: skip interactions (:class:`Skip` or ``[source, target]``), initialised after the chain.
+        ranges: activation range ``(lo, hi)`` of every hidden layer, or one per hidden layer
+            (default (0, 1)); the output is unbounded.
+        readout: ``'energy'`` or ``'cross_entropy'`` (:class:`Readout`).
+        output_gain: the output gain γ of the cost (:class:`Readout`).
 
     Attributes:
-        interactions: the energy terms (:class:`Interaction`), input to output.
+        interactions: the energy terms (:class:`Interaction`): the chain, then the skips.
         incoming, outgoing: per layer number k (0 = x … L+1 = o), the indices of the interactions
             whose target (resp. source) is layer k.
+        ranges: ``(lo_k, hi_k)`` per layer 1 … L+1 (the output's is ``(−inf, inf)``).
+        colours: colour of each layer 1 … L+1 (:func:`colour_layers`), the asynchronous groups.
+        readout: the :class:`Readout`.
     """
 
     def __init__(
@@ -98,16 +239,35 @@ class HopfieldNetwork(nn.Module):
         gains: Sequence[float],
         generator: torch.Generator,
         dense_units: Sequence[int] = (),
+        downsample: Sequence[str] | None = None,
+        skips: Sequence[Skip | Sequence[int]] = (),
+        ranges: Range | Sequence[Range] | None = None,
+        readout: str = "energy",
+        output_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
+        self.readout = Readout(readout, output_gain)
         self.interactions = nn.ModuleList()
         self.biases = nn.ParameterList()
         self.layer_shapes: list[tuple[int, ...]] = []
+        downsample = ["max"] * len(conv_channels) if downsample is None else list(downsample)
+        if len(downsample) != len(conv_channels):
+            raise ConfigError(
+                f"downsample: expected one of {', '.join(DOWNSAMPLE)} per conv layer ({len(conv_channels)}), "
+                f"got {downsample}"
+            )
         channels, height, width = self.in_shape
-        for layer, out_channels in enumerate(conv_channels, start=1):
-            self.interactions.append(ConvPoolInteraction(channels, out_channels, source=layer - 1, target=layer))
-            channels, height, width = out_channels, height // 2, width // 2
+        for layer, (out_channels, mode) in enumerate(zip(conv_channels, downsample), start=1):
+            if mode not in DOWNSAMPLE:
+                raise ConfigError(f"downsample of layer s{layer}: {mode!r} is not one of {', '.join(DOWNSAMPLE)}")
+            factor = 1 if mode == "none" else 2
+            if height % factor or width % factor:
+                raise ConfigError(f"layer s{layer} halves its input, so its size {height}×{width} must be even")
+            interaction = ConvInteraction(channels, out_channels, source=layer - 1, target=layer, factor=factor,
+                                          mode="max" if mode == "none" else mode)
+            self.interactions.append(interaction)
+            channels, height, width = out_channels, height // factor, width // factor
             self.layer_shapes.append((channels, height, width))
         features = channels * height * width
         for units in (*dense_units, num_classes):
@@ -115,46 +275,120 @@ class HopfieldNetwork(nn.Module):
             self.interactions.append(DenseInteraction(features, units, source=layer - 1, target=layer))
             self.layer_shapes.append((units,))
             features = units
+        self.chain = len(self.interactions)
+        if not self.readout.in_energy and len(self.layer_shapes) < 2:
+            raise ConfigError("the cross-entropy read-out reads the last hidden layer: give at least one hidden layer")
+        self.ranges = self._ranges(ranges)
+        for skip in map(Skip.parse, skips):
+            self.interactions.append(self._skip(skip))
         if len(gains) != len(self.interactions):
             raise ConfigError(
-                f"model gains: expected {len(self.interactions)} values (one per interaction), "
-                f"got {list(gains)}"
+                f"model gains: expected {len(self.interactions)} values (one per interaction: {self.chain} "
+                f"in the chain, {len(self.interactions) - self.chain} skips), got {list(gains)}"
             )
-        for interaction, (gain, shape) in zip(self.interactions, zip(gains, self.layer_shapes)):
-            bias = nn.Parameter(torch.empty(shape[0]))
+        for i, (interaction, gain) in enumerate(zip(self.interactions, gains)):
             _uniform_(interaction.weight, gain / math.sqrt(interaction.fan_in), generator)
-            _uniform_(bias, 0.5 / math.sqrt(interaction.fan_in), generator)
-            self.biases.append(bias)
+            if i < self.chain:
+                bias = nn.Parameter(torch.empty(self.layer_shapes[i][0]))
+                _uniform_(bias, 0.5 / math.sqrt(interaction.fan_in), generator)
+                self.biases.append(bias)
+        for i, m in enumerate(self.interactions):
+            if getattr(m, "mode", None) == "max" and self.ranges[m.target - 1][0] < 0:
+                raise ConfigError(
+                    f"interaction {i} max-pools into layer s{m.target}, whose activation range "
+                    f"{list(self.ranges[m.target - 1])} admits negative values: the minimiser's majorise-"
+                    "minimise step needs a non-negative target there (use lo >= 0, or avg pooling)"
+                )
         layers = range(len(self.layer_shapes) + 1)
         self.incoming = [[i for i, m in enumerate(self.interactions) if m.target == k] for k in layers]
         self.outgoing = [[i for i, m in enumerate(self.interactions) if m.source == k] for k in layers]
+        readout_index = self.chain - 1 if not self.readout.in_energy else None
+        self.feedbacks = [[i for i in out if i != readout_index] for out in self.outgoing]
+        self.colours = colour_layers(len(self.layer_shapes), self.interactions)
+
+    def _ranges(self, ranges: Range | Sequence[Range] | None) -> list[Range]:
+        hidden = len(self.layer_shapes) - 1
+        if ranges is None:
+            values: list[object] = [(0.0, 1.0)] * hidden
+        elif isinstance(ranges, (list, tuple)) and len(ranges) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in ranges
+        ):
+            values = [ranges] * hidden
+        elif isinstance(ranges, (list, tuple)) and len(ranges) == hidden:
+            values = list(ranges)
+        else:
+            raise ConfigError(
+                f"activation ranges: give one [lo, hi] for every hidden layer or one per hidden layer "
+                f"({hidden}), got {ranges!r}"
+            )
+        out = [_check_range(k, v) for k, v in enumerate(values, start=1)]
+        return [*out, (-math.inf, math.inf)]
+
+    def _skip(self, skip: Skip) -> Interaction:
+        last = len(self.layer_shapes)
+        shapes = [self.in_shape, *self.layer_shapes]
+        i, j = skip.source, skip.target
+        if not (isinstance(i, int) and isinstance(j, int) and 0 <= i < j - 1 and j <= last):
+            raise ConfigError(
+                f"skip {[i, j]}: source and target are layer numbers with 0 <= source < target - 1 <= {last - 1} "
+                "(0 = input; adjacent layers are already coupled by the chain)"
+            )
+        if j == last and not self.readout.in_energy:
+            raise ConfigError(
+                f"skip {[i, j]}: the cross-entropy read-out reads s{last - 1} only; skip into a hidden layer"
+            )
+        pre, post = shapes[i], shapes[j]
+        if len(post) == 1:
+            return DenseInteraction(math.prod(pre), post[0], source=i, target=j)
+        if len(pre) == 1:
+            raise ConfigError(f"skip {[i, j]}: a dense layer s{i} cannot feed the conv layer s{j} (shape {post})")
+        factor = pre[1] // post[1]
+        if factor < 1 or pre[1] != factor * post[1] or pre[2] != factor * post[2]:
+            raise ConfigError(
+                f"skip {[i, j]}: shapes {pre} → {post} cannot match by pooling (the target's height and "
+                "width must divide the source's by one integer factor)"
+            )
+        return ConvInteraction(pre[0], post[0], source=i, target=j, kernel=skip.kernel, factor=factor,
+                               mode=skip.mode)
 
     # ----------------------------------------------------------------- structure
-    def layer_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
-        """``[(W_k, b_k)]`` for k = 1 … L+1."""
-        return [(i.weight, b) for i, b in zip(self.interactions, self.biases)]
+    def layer_parameters(self) -> list[tuple[nn.Parameter, ...]]:
+        """One tuple per interaction: ``(W_i, b_{i+1})`` for the chain, ``(W_i,)`` for a skip (:data:`Weights`)."""
+        chain = [(m.weight, b) for m, b in zip(self.interactions, self.biases)]
+        return [*chain, *((m.weight,) for m in list(self.interactions)[self.chain:])]
 
     def param_groups(self) -> list[list[nn.Parameter]]:
-        """One group per layer, ``[W_k, b_k]``, for per-layer learning rates (A.4)."""
-        return [[w, b] for w, b in self.layer_parameters()]
+        """One group per interaction (:meth:`layer_parameters`), for per-layer learning rates (A.4)."""
+        return [list(group) for group in self.layer_parameters()]
 
     def weights(self, dtype: torch.dtype | None = None, *, detach: bool = True) -> Weights:
-        """``[(W_k, b_k)]`` cast to ``dtype`` (the relaxation's precision), detached by default."""
-        out = []
-        for w, b in self.layer_parameters():
-            w, b = (w.detach(), b.detach()) if detach else (w, b)
-            out.append((w.to(dtype), b.to(dtype)) if dtype is not None else (w, b))
-        return out
+        """:meth:`layer_parameters` cast to ``dtype`` (the relaxation's precision), detached by default."""
+        return [
+            tuple((p.detach() if detach else p).to(dtype) if dtype is not None else (p.detach() if detach else p)
+                  for p in group)
+            for group in self.layer_parameters()
+        ]
 
     def zero_state(self, batch: int, *, dtype: torch.dtype | None = None, device=None) -> State:
-        """All-zero layer states for a batch."""
+        """The state nearest zero for a batch: zero clamped into each layer's activation range."""
         ref = self.biases[0]
         dtype, device = dtype or ref.dtype, device or ref.device
-        return [torch.zeros((batch, *shape), dtype=dtype, device=device) for shape in self.layer_shapes]
+        state = []
+        for shape, (lo, hi) in zip(self.layer_shapes, self.ranges):
+            value = min(max(0.0, lo), hi)
+            state.append(torch.full((batch, *shape), value, dtype=dtype, device=device))
+        return state
 
     def bias_view(self, k: int, bias: Tensor) -> Tensor:
         """Bias ``b_k`` (0-based layer index) shaped to broadcast against ``(B, *layer_shape)``."""
         return bias.view(-1, 1, 1) if len(self.layer_shapes[k]) == 3 else bias
+
+    def activate(self, k: int, h: Tensor) -> Tensor:
+        """``clamp(h, lo_k, hi_k)`` for a hidden layer (0-based index ``k``), ``h`` itself for the output."""
+        if k == len(self.layer_shapes) - 1:
+            return h
+        lo, hi = self.ranges[k]
+        return h.clamp(lo, hi)
 
     # ----------------------------------------------------------------- the pre-activation rule
     def drive(self, i: int, x: Tensor, state: State, weights: Weights, cache: DriveCache | None = None) -> Drive:
@@ -173,9 +407,11 @@ class HopfieldNetwork(nn.Module):
     ) -> Tensor:
         """``h_k = Σ_{I→k} drive_I(s_source) + b_k + Σ_{I←k} feedback_I(s_target)``, ``(B, *shape_k)``.
 
+        The cross-entropy read-out is outside the energy: it sends no feedback into s_L.
+
         Args:
             k: layer number, 1 … L+1 (L+1 = the output).
-            x: clamped input ``(B, C, H, W)``; state: ``[s1, …, o]``; weights: ``[(W_k, b_k)]``, all
+            x: clamped input ``(B, C, H, W)``; state: ``[s1, …, o]``; weights: :data:`Weights`, all
                 in one dtype.
             cache: drives and arg-max indices to reuse and keep (``None``: computed afresh).
         """
@@ -184,36 +420,58 @@ class HopfieldNetwork(nn.Module):
         for drive in drives[1:]:
             h = h + drive
         h = h + self.bias_view(k - 1, weights[k - 1][1])
-        for i in self.outgoing[k]:
+        for i in self.feedbacks[k]:
             interaction = self.interactions[i]
             aux = self.drive(i, x, state, weights, cache)[1] if interaction.uses_aux else None
             h = h + interaction.feedback(state[interaction.target - 1], aux, weights[i][0], state[k - 1].shape)
         return h
 
+    def readout_force(self, x: Tensor, state: State, weights: Weights, target: Tensor,
+                      cache: DriveCache | None = None) -> tuple[Tensor, Tensor]:
+        """``(∂C/∂s_L, o)`` of the cross-entropy read-out at the current ``s_L``: ``o = W_out·s_L + b_out``
+        and ``∂C/∂s_L = W_outᵀ ∂C/∂o`` (a transposed read of the read-out), shaped like s_L."""
+        i = self.chain - 1
+        out = self.drive(i, x, state, weights, cache)[0] + weights[i][1]
+        grad = self.interactions[i].feedback(self.readout.output_gradient(out, target), None, weights[i][0],
+                                             state[-2].shape)
+        return grad, out
+
     # ----------------------------------------------------------------- energy and gradients
     def energy(self, x: Tensor, state: State) -> Tensor:
-        """Hopfield energy ``E(s)`` of A.1 per example, shape ``(B,)`` (self terms included)."""
+        """Hopfield energy ``E(s)`` of A.1 per example, shape ``(B,)`` (self terms included; the
+        cross-entropy read-out is not part of it)."""
         weights = self.weights(state[0].dtype, detach=False)
         layers = [x, *state]
         total = 0.0
-        for k, (s, (_, b)) in enumerate(zip(state, weights)):
+        in_energy = len(state) if self.readout.in_energy else len(state) - 1
+        for k in range(in_energy):
+            s, b = state[k], weights[k][1]
             total = total + (0.5 * s * s - self.bias_view(k, b) * s).flatten(1).sum(1)
-        for interaction, (w, _) in zip(self.interactions, weights):
-            total = total + interaction.energy(layers[interaction.source], layers[interaction.target], w)
+        for i, interaction in enumerate(self.interactions):
+            if self.readout.in_energy or i != self.chain - 1:
+                total = total + interaction.energy(layers[interaction.source], layers[interaction.target],
+                                                   weights[i][0])
         return total
 
     def state_gradients(self, x: Tensor, state: State) -> State:
-        """Analytic ``∂E/∂s_k = s_k − h_k`` (:meth:`preactivation`), each ``(B, *shape_k)``."""
+        """Analytic ``∂E/∂s_k = s_k − h_k`` (:meth:`preactivation`), each ``(B, *shape_k)``.
+
+        Under the cross-entropy read-out the output is not in E: its entry is the read-out's residual
+        ``o − (W_out·s_L + b_out)``."""
         weights, cache = self.weights(state[0].dtype, detach=False), DriveCache(self)
         return [s - self.preactivation(k, x, state, weights, cache) for k, s in enumerate(state, start=1)]
 
     def parameter_gradients(
-        self, x: Tensor, state: State, input_drive: dict[int, Drive] | None = None
+        self, x: Tensor, state: State, input_drive: dict[int, Drive] | None = None, *, beta: float = 0.0,
+        target: Tensor | None = None,
     ) -> Weights:
-        """Analytic batch-mean ``(∂E/∂W_k, ∂E/∂b_k)`` at ``state``, in the parameters' dtype.
+        """Analytic batch-mean ``∂F/∂θ`` of ``F = E + β·C`` at ``state``, in the parameters' dtype.
 
-        ``∂E/∂W_k = −⟨pre ⊗ post⟩`` (through the max-pool arg-max for conv layers) and
-        ``∂E/∂b_k = −Σ post`` (summed over positions), both averaged over the batch.
+        ``∂E/∂W_I = −⟨pre ⊗ adjoint(post)⟩`` (through the max-pool arg-max) and ``∂E/∂b_k = −Σ s_k``
+        (summed over positions), both averaged over the batch. With the energy read-out C depends
+        on θ only through the state, so ``∂F/∂θ = ∂E/∂θ``; with the cross-entropy read-out the
+        read-out's parameters are outside E and ``∂F/∂W_out = β·⟨∂C/∂o ⊗ s_L⟩``,
+        ``∂F/∂b_out = β·⟨∂C/∂o⟩`` at ``o = W_out·s_L + b_out`` (``target`` one-hot ``(B, K)``).
         ``input_drive``: ``{i: (drive, aux)}`` of the interactions fed by the clamped input, if
         already known (``Relaxation.input_drive``): their arg-max indices are not recomputed.
         """
@@ -228,7 +486,19 @@ class HopfieldNetwork(nn.Module):
             pre, post = layers[interaction.source], layers[interaction.target]
             g_w.append(interaction.weight_gradient(pre, post, aux, weights[i][0]))
         g_b = [(-s.sum((0, 2, 3)) if s.dim() == 4 else -s.sum(0)) / s.shape[0] for s in state]
-        return list(zip(g_w, g_b))
+        if not self.readout.in_energy:
+            i = self.chain - 1
+            if beta == 0:
+                g_w[i], g_b[i] = torch.zeros_like(g_w[i]), torch.zeros_like(g_b[i])
+            else:
+                assert target is not None, "the cross-entropy read-out's nudged gradient needs the target"
+                s_last = state[-2].flatten(1)
+                out = self.drive(i, x, state, weights, cache)[0] + weights[i][1]
+                grad_out = self.readout.output_gradient(out, target.to(dtype))
+                g_w[i] = beta * (grad_out.t() @ s_last) / s_last.shape[0]
+                g_b[i] = beta * grad_out.mean(0)
+        grads: Weights = [(g_w[i], g_b[i]) for i in range(self.chain)]
+        return grads + [(g,) for g in g_w[self.chain:]]
 
     def forward(self, x: Tensor) -> Tensor:
         """Not a feed-forward map: raises TypeError (relax with a method or a minimiser)."""
