@@ -113,6 +113,17 @@ def test_a_folder_holding_only_a_failed_attempt_is_reused(capsys, ws):
     (["data.train_subset=5000"], ["data.train_subset=5000", "at most 2000"]),
     (["eval.subset=999999"], ["eval.subset", "at most"]),
     (["optim.lr=[0.1,0.1,0.1]"], ["optim.lr lists 3 rates"]),
+    (["model={name: hopfield, conv_channels: [4, 8], skips: [[1, 2]]}", "method.name=CEP"],
+     ["skip [1, 2]", "0 <= source < target - 1"]),
+    (["model={name: hopfield, conv_channels: [4, 8], skips: [[1, 3, 1]]}", "method.name=CEP"],
+     ["a skip is [source, target]"]),
+    (["model={name: tiny, activation_range: [1, 0]}", "method.name=CEP"], ["activation range", "lo < hi"]),
+    (["model={name: tiny, activation_range: [0, .inf]}", "method.name=CEP"], ["finite"]),
+    (["model={name: tiny, activation_range: [-1, 1]}", "method.name=CEP"], ["max-pools into layer s1",
+                                                                            "admits negative values"]),
+    (["model={name: tiny, readout: cross_entropy}", "method.name=CL"], ["clamps the output", "EP (PEP, NEP, CEP)"]),
+    (["model={name: hopfield_resnet14}", "method.name=CEP"],
+     ["unknown model 'hopfield_resnet14'", "hopfield_resnet13"]),
 ])
 def test_invalid_runs_are_refused_before_anything_is_written(capsys, ws, overrides, expected):
     refuse(capsys, ws, [*TRAIN, "--out", "runs", *overrides], *expected)
