@@ -318,3 +318,47 @@ def test_half_precision_relaxations_read_the_tile_in_fp32_and_cast_back():
     with analog(net, tile, torch.Generator().manual_seed(0)):
         relaxed = Minimizer(precision="bf16").relax(net, x, net.zero_state(8), 5)
     assert all(torch.isfinite(s).all() for s in relaxed.state)
+
+
+# ----------------------------------------------------------------- deeper networks on the chip
+def _deep(readout: str = "energy"):
+    from analoglearn.energy.network import HopfieldNetwork
+
+    skips = [{"source": 0, "target": 2, "kernel": 1, "mode": "stride"}, {"source": 1, "target": 3, "mode": "max"}]
+    net = HopfieldNetwork((1, 8, 8), (4, 6, 8), 3, downsample=["none", "stride", "max"], skips=skips,
+                          ranges=(0.0, 2.0), readout=readout, gains=[0.6] * 6,
+                          generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    return net, torch.randn(5, 1, 8, 8, generator=g), torch.randint(0, 3, (5,), generator=g)
+
+
+@pytest.mark.parametrize("readout", ["energy", "cross_entropy"])
+def test_skips_strides_and_the_cross_entropy_read_out_are_read_through_the_tile(readout):
+    net, x, y = _deep(readout)
+    target = onehot(y, 3, torch.float32)
+    free = relax(net, x, 10)
+    settings = Settings(0.25, 5, Minimizer())
+    for algorithm in ("CEP", "PEP", "TBP", "RBP"):
+        plain = estimate(algorithm, net, x, target, free.state, settings, free.input_drive)
+        with analog(net, TileConfig()) as sites:
+            inside = estimate(algorithm, net, x, target, free.state, settings, free.input_drive)
+        assert all(torch.equal(a, b) for pa, pb in zip(plain, inside) for a, b in zip(pa, pb)), algorithm
+    assert {"interactions.4.drive", "interactions.5.drive", "interactions.5.feedback"} <= set(sites)  # the skips
+    assert "interactions.4.feedback" not in sites  # the input skip feeds back into the clamped input: never read
+    noisy = TileConfig(**STATIC, out_noise=0.05)
+    seen = collections.Counter()
+    original = relaxation_module.read
+
+    def counting(x_, w, op, tile, **kwargs):
+        seen[tuple(w.shape)] += 1
+        return original(x_, w, op, tile, **kwargs)
+
+    relaxation_module.read = counting
+    try:
+        with analog(net, noisy, generator=torch.Generator().manual_seed(0)):
+            nudged = relax(net, x, 6, beta=0.25, target=target).state
+    finally:
+        relaxation_module.read = original
+    assert seen[(6, 1, 1, 1)] == 1 and seen[(8, 4, 1, 1)] >= 6  # the input skip (read once) and the max skip
+    clean = relax(net, x, 6, beta=0.25, target=target).state
+    assert 0 < float((nudged[-1] - clean[-1]).abs().max()) < 1

@@ -30,8 +30,10 @@ Ranges (``calibrated``, ``learned``) are keyed by these site names; a per-channe
 the read's input channels (C_in or n_in for a drive, C_out or n_out for a feedback).
 
 **Digital periphery.** Max-pooling (and its arg-max indices), max-unpooling, the biases b_k, the sum
-of the drives and feedbacks into a layer, the clamp to [0, 1] and the output's nudging are digital,
-outside the read: a conv-pool drive is ``maxpool₂(ADC(tile(s)))``, the pooling acts on converted values.
+of the drives and feedbacks into a layer, the clamp to the layer's range and the nudging (of the
+output, or of s_L under the cross-entropy read-out, whose force W_outᵀ∂C/∂o is a transposed read of
+the read-out) are digital, outside the read: a conv-pool drive is ``maxpool₂(ADC(tile(s)))``, the
+pooling acts on converted values.
 
 **Noise and its order.** The output noise is temporal: every read of every iteration draws fresh
 noise from the one generator, in the order of the reads, so the same seed replays a whole relaxation
