@@ -85,7 +85,44 @@ def test_tolerance_reports_iterations_used(net, batch):
     assert Minimizer(precision="fp64").relax(net, x, net.zero_state(4), 7).iterations == 7
 
 
+@pytest.mark.parametrize("precision, tolerance", [("fp64", 1e-9), ("fp32", 1e-6)])
+def test_a_tolerance_stop_lands_within_ten_tolerances_of_the_fixed_schedule(net, batch, precision, tolerance):
+    x, y = batch
+    target = torch.nn.functional.one_hot(y, 3).double()
+    cap = 400
+    for kw in ({}, {"beta": 0.3, "target": target}):
+        fixed = Minimizer(precision=precision).relax(net, x, net.zero_state(4), cap, **kw).state
+        for every in (1, 4, 7):
+            stopped = Minimizer(precision=precision, tolerance=tolerance, check_every=every).relax(
+                net, x, net.zero_state(4), cap, **kw)
+            assert stopped.iterations < cap and stopped.iterations % every == 0
+            assert stopped.residual < tolerance
+            gap = max(float((a - b).abs().max()) for a, b in zip(stopped.state, fixed))
+            assert gap < 10 * tolerance, (every, gap)
+    first = Minimizer(precision="fp64", tolerance=1e-9).relax(net, x, net.zero_state(4), cap).iterations
+    for every in (2, 5):
+        later = Minimizer(precision="fp64", tolerance=1e-9, check_every=every).relax(net, x, net.zero_state(4), cap)
+        assert first <= later.iterations <= first + every - 1
+
+
+def test_eval_tolerance_stops_only_the_evaluation_relaxation(net, batch):
+    from analoglearn.energy.methods import EnergyMethod, EnergyOptions
+
+    x, _ = batch
+    method = EnergyMethod("CEP", net, EnergyOptions(eval_iterations=300, eval_tolerance=1e-9, check_every=3))
+    assert method.minimizer.tolerance is None and method.eval_minimizer.tolerance == 1e-9
+    fixed = Minimizer(precision="fp32").relax(net, x, net.zero_state(4), 300).state[-1]
+    torch.testing.assert_close(method.predict(x), fixed, rtol=0, atol=1e-8)
+    for bad in ({"tolerance": 0.0}, {"tolerance": float("inf")}, {"eval_tolerance": float("nan")},
+                {"check_every": 0}, {"check_every": 2.5}):
+        with pytest.raises(ConfigError, match="tolerance|check_every"):
+            EnergyOptions(**bad)
+
+
 def test_bad_settings_raise_config_error():
+    for bad in ({"tolerance": -1.0}, {"tolerance": float("inf")}, {"check_every": 0}):
+        with pytest.raises(ConfigError, match="tolerance|check_every"):
+            Minimizer(**bad)
     with pytest.raises(ConfigError, match="asynchronous"):
         Minimizer(schedule="gauss-seidel")
     with pytest.raises(ConfigError, match="bf16"):

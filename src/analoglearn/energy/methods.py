@@ -8,7 +8,9 @@ the free phase (warm-started from the previous batch's free state) and lets the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +52,14 @@ class EnergyOptions:
     warm_start: bool = True
     """Start each free phase from the previous batch's free state (reset when the batch size changes)."""
     tolerance: float | None = None
-    """Stop a relaxation early when max|Δs| < tolerance; ``None``: fixed iteration counts (the paper)."""
+    """Stop a relaxation early when max|Δs| < tolerance; ``None``: fixed iteration counts (the paper).
+    The iteration counts stay the caps. Applies to every relaxation (free, nudged, evaluation)."""
+    check_every: int = 1
+    """With a tolerance, check the residual every this many iterations only (each check is a pass over
+    the state and a host synchronisation; 5–10 makes the check cheap, at most k − 1 extra iterations)."""
+    eval_tolerance: float | None = None
+    """A tolerance for the evaluation relaxation only (``predict``, noisy evaluation); ``None``: ``tolerance``.
+    Training keeps its fixed schedule, so a trained network can be evaluated faster without changing it."""
     cache_pooling: bool = True
     """Reuse convolutions and max-pool indices between half-sweeps (False: the reference's recomputation)."""
 
@@ -65,8 +74,12 @@ class EnergyOptions:
         for name, valid in choices.items():
             if (value := getattr(self, name)) not in valid:
                 raise ConfigError(f"method {name} {value!r} is not valid; choose one of {', '.join(valid)}")
-        if self.tolerance is not None and not self.tolerance > 0:
-            raise ConfigError(f"method tolerance must be > 0 or null, got {self.tolerance}")
+        for name in ("tolerance", "eval_tolerance"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"method {name} must be a finite number > 0 or null, got {value!r}")
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 1:
+            raise ConfigError(f"method check_every must be a positive integer, got {self.check_every!r}")
 
 
 class EnergyMethod(Method):
@@ -91,7 +104,9 @@ class EnergyMethod(Method):
         self.algorithm = algorithm
         self.model: HopfieldNetwork = model
         self.minimizer = Minimizer(options.schedule, options.precision, options.output_update, options.tolerance,
-                                   options.cache_pooling)
+                                   options.cache_pooling, options.check_every)
+        self.eval_minimizer = (self.minimizer if options.eval_tolerance is None
+                               else dataclasses.replace(self.minimizer, tolerance=options.eval_tolerance))
         check_precision(options.precision, model.biases[0].device)
         beta = options.beta if options.beta is not None else (1.0 if algorithm == "CL" else DEFAULT_BETA)
         gain = model.readout.gain
@@ -109,11 +124,12 @@ class EnergyMethod(Method):
         return self.model.zero_state(x.shape[0], device=x.device)
 
     def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True,
-                   init: State | None = None) -> Relaxation:
+                   init: State | None = None, minimizer: Minimizer | None = None) -> Relaxation:
         """Relax the free network from ``init``, else the warm state (or zero with ``warm=False``)."""
         if init is None:
             init = self._initial_state(x) if warm else self.model.zero_state(x.shape[0], device=x.device)
-        return self.minimizer.relax(self.model, x, init, iterations or self.options.free_iterations)
+        minimizer = minimizer or self.minimizer
+        return minimizer.relax(self.model, x, init, iterations or self.options.free_iterations)
 
     def closure(self, x: Tensor, y: Tensor, scaler: GradScaler | None = None) -> Closure:
         """The batch's closure: free phase at the current weights, ``ĝ`` (``S·ĝ`` under ``scaler``)
@@ -155,8 +171,9 @@ class EnergyMethod(Method):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """Output ``(B, K)`` after ``eval_iterations`` of free relaxation from zero."""
-        return self.free_phase(x, self.options.eval_iterations, warm=False).state[-1]
+        """Output ``(B, K)`` after ``eval_iterations`` (the cap under ``eval_tolerance``) of free relaxation
+        from zero."""
+        return self.free_phase(x, self.options.eval_iterations, warm=False, minimizer=self.eval_minimizer).state[-1]
 
     def final_artifacts(self, x: Tensor) -> dict[str, Any]:
         """``relaxation.json``: residual and energy per iteration of both schedules on ``x``, from zero."""

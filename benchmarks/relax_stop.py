@@ -1,0 +1,152 @@
+"""Relaxations that stop when they have converged: the tolerance stop with a check interval.
+
+Two parts, each timed in one run (ratios, not absolute times, are what compare):
+
+* ``eval``: noisy evaluation of a **trained** Hopfield network (a ``dchn_cpu`` run of the CPU recipe,
+  ``--run``), under additive Gaussian weight noise σ·max|W_f| on ``--images`` test images, ``--trials``
+  draws: the fixed 60-iteration relaxation (today's default), then ``eval_tolerance`` τ with the
+  residual checked every iteration (k = 1, what ``tolerance`` did before) and every k iterations.
+  Reported: seconds, mean iterations used, accuracy per trial, images whose class changed vs fixed.
+* ``step``: a CEP training step of the same trained network at the paper's schedule (60 free,
+  2×15 nudged iterations, warm start from the previous batch's free state) with and without the
+  tolerance: seconds per step, iterations of the free phase, cosine and relative difference of the
+  gradient to the fixed schedule's.
+
+    .venv/bin/python benchmarks/relax_stop.py --run runs/ebl-cpu-mnist/<CEP run> --json relax_stop.json
+
+The run comes from ``analoglearn sweep recipes/analog-chip/ebl-train.yaml --out runs/ebl-cpu-mnist``
+(dchn_cpu trained on MNIST; no run is committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from common import write_result
+
+from analoglearn.energy.estimators import estimate, onehot
+from analoglearn.evaluate import trial_seed
+from analoglearn.noise import build
+from analoglearn.train import load_trainer
+
+
+def batches(trainer, images: int):
+    """The first ``images`` test images as (x, y) batches of the run's evaluation batch size."""
+    seen = 0
+    for x, y in trainer.test_loader:
+        if seen >= images:
+            break
+        x, y = x[: images - seen], y[: images - seen]
+        seen += x.shape[0]
+        yield x, y
+
+
+def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
+    method, net = trainer.method, trainer.model
+    noise = build("additive_gaussian", sigma)
+    accuracies, iterations, predictions = [], [], []
+    start = time.perf_counter()
+    for trial in range(trials):
+        generator = torch.Generator().manual_seed(trial_seed(0, noise.label, sigma, trial))
+        correct = total = 0
+        preds = []
+        with torch.no_grad(), noise.applied(net, generator):
+            for x, y in data:
+                relaxation = method.free_phase(x, method.options.eval_iterations, warm=False, minimizer=minimizer)
+                pred = relaxation.state[-1].argmax(1)
+                correct += int((pred == y).sum())
+                total += y.numel()
+                iterations.append(relaxation.iterations)
+                preds.append(pred)
+        accuracies.append(100.0 * correct / total)
+        predictions.append(torch.cat(preds))
+    return {"seconds": time.perf_counter() - start, "accuracy": accuracies,
+            "iterations": sum(iterations) / len(iterations), "predictions": predictions}
+
+
+def cep_steps(trainer, minimizer, data, steps: int) -> dict:
+    method, net = trainer.method, trainer.model
+    settings = dataclasses.replace(method.settings, iterations=15, minimizer=minimizer)
+    grads, seconds, used = [], 0.0, []
+    warm = None
+    for x, y in data[:steps]:
+        target = onehot(y, 10, torch.float32)
+        start = time.perf_counter()
+        init = warm if warm is not None and warm[0].shape[0] == x.shape[0] else net.zero_state(x.shape[0])
+        with torch.no_grad():
+            free = minimizer.relax(net, x, init, 60)
+        g = estimate("CEP", net, x, target, free.state, settings, free.input_drive)
+        seconds += time.perf_counter() - start
+        warm = free.state
+        used.append(free.iterations)
+        grads.append(torch.cat([t.flatten() for pair in g for t in pair]))
+    return {"seconds_per_step": seconds / len(grads), "free_iterations": sum(used) / len(used), "grads": grads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a trained dchn_cpu run directory")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--every", default="1,5,10", help="check intervals k to time")
+    parser.add_argument("--steps", type=int, default=6, help="training batches of the step part")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    trainer = load_trainer(Path(args.run), "best.pt", log=lambda line: None)
+    trainer.model.eval()
+    data = list(batches(trainer, args.images))
+    fixed_minimizer = trainer.method.minimizer
+    modes = [("fixed", fixed_minimizer)] + [
+        (f"τ={args.tolerance:g}, k={k}", dataclasses.replace(fixed_minimizer, tolerance=args.tolerance, check_every=k))
+        for k in map(int, args.every.split(","))
+    ]
+    rows = []
+    print(f"noisy evaluation: {args.run}, σ = {args.sigma}, {args.images} images, {args.trials} trials, cap "
+          f"{trainer.method.options.eval_iterations} iterations")
+    print(f"{'mode':<18}{'seconds':>9}{'speed-up':>10}{'iterations':>12}  accuracy per trial (%)   changed")
+    base = None
+    for name, minimizer in modes:
+        result = noisy_eval(trainer, minimizer, data, args.trials, args.sigma)
+        base = base or result
+        changed = [int((a != b).sum()) for a, b in zip(result["predictions"], base["predictions"])]
+        speed = base["seconds"] / result["seconds"]
+        print(f"{name:<18}{result['seconds']:>9.2f}{speed:>9.2f}×{result['iterations']:>12.1f}  "
+              f"{', '.join(f'{a:.2f}' for a in result['accuracy']):<24} {changed}")
+        rows.append({"part": "eval", "mode": name, "seconds": result["seconds"], "speedup": speed,
+                     "iterations": result["iterations"], "accuracy": result["accuracy"], "changed": changed})
+    train_batches = []
+    for x, y in trainer.train_loader.epoch(0):
+        if len(train_batches) >= args.steps:
+            break
+        train_batches.append((x, y))
+    size = len(train_batches[0][1])
+    print(f"\nCEP step at 60 + 2×15 iterations, warm-started, {len(train_batches)} batches of {size}")
+    print(f"{'mode':<18}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}{'rel. diff':>11}")
+    base = None
+    for name, minimizer in modes:
+        result = cep_steps(trainer, minimizer, train_batches, args.steps)
+        base = base or result
+        cosines = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in
+                   zip(result["grads"], base["grads"])]
+        diffs = [float((a - b).norm() / b.norm()) for a, b in zip(result["grads"], base["grads"])]
+        speed = base["seconds_per_step"] / result["seconds_per_step"]
+        print(f"{name:<18}{result['seconds_per_step']:>9.3f}{speed:>9.2f}×{result['free_iterations']:>12.1f}"
+              f"{min(cosines):>12.6f}{max(diffs):>11.2e}")
+        rows.append({"part": "step", "mode": name, "seconds_per_step": result["seconds_per_step"], "speedup": speed,
+                     "free_iterations": result["free_iterations"], "min_cosine": min(cosines),
+                     "max_relative_difference": max(diffs)})
+    write_result(args.json, "relax_stop", vars(args), rows)
+    if args.json:
+        print(f"written: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
