@@ -10,6 +10,12 @@ Compares, for T trials over a synthetic test set of N images on a small CNN:
 and times one draw + restore of each noise model against one forward pass over the test set
 (Paper B, Jacobson et al., arXiv 2602.07320, §B.1: the noise must cost little next to the forwards).
 
+Then compares, at T = 10 for LeNet and VGG-11, the sequential path (one pass over the test set per
+trial) with the batched one (``noisy_accuracy(batch_trials=True)``: the T draws stacked, one vmapped
+forward per test batch): seconds, their ratio, whether the per-trial accuracies are identical, and the
+peak resident memory of each path. Each path runs in a fresh process (``spawn``) so that its
+``ru_maxrss`` is its own; the labels are the clean network's predictions, so every flip counts.
+
     PYTHONPATH=src python benchmarks/noise_eval_speed.py --quick --json noise_eval_speed.json
 """
 
@@ -18,15 +24,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import platform
+import resource
 import statistics
 import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from torch import nn
 
 import analoglearn.nets  # noqa: F401  (registers the models)
-from analoglearn.evaluate import accuracy, noisy_accuracy
+from analoglearn.evaluate import BatchedTrialsWarning, accuracy, noisy_accuracy
 from analoglearn.noise import build, perturbed
 from analoglearn.registry import MODELS
 
@@ -67,6 +77,75 @@ def seconds(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def one_path(name: str, width: float, images: int, batch: int, trials: int, batched: bool, threads: int,
+             device: str, repeat: int) -> dict:
+    """In a fresh process: the median seconds of ``noisy_accuracy`` (sequential or batched) over
+    ``repeat`` runs after a warm-up, its per-trial accuracies, and the resident memory (KiB) before
+    the first evaluation and at its peak (``ru_maxrss``)."""
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    opts = MODELS.build_options(name, {"width": width})
+    model = MODELS.create(name, opts, in_shape=(3, 32, 32), num_classes=10, generator=gen).to(device).eval()
+    x = torch.randn(images, 3, 32, 32, generator=gen).to(device)
+    with torch.no_grad():
+        y = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, images, batch)])
+    loader = [(x[i : i + batch], y[i : i + batch]) for i in range(0, images, batch)]
+    predict = torch.no_grad()(model)
+    noise = build("additive_gaussian", 0.05)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = {}
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BatchedTrialsWarning)  # a fallback would time the wrong path
+            out["result"] = noisy_accuracy(predict, model, loader, noise, trials=trials, batch_trials=batched)
+        sync()
+
+    total = seconds(run, repeat)
+    return {"seconds": total, "per_trial": out["result"].per_trial, "rss_before_kib": before,
+            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def compare_batched(args, device: torch.device, images: int) -> list[dict]:
+    """Sequential vs batched trials for each model of ``--compare``: one fresh process per path."""
+    threads = args.threads or torch.get_num_threads()
+    repeat = 1 if args.quick else 3
+    spawn = multiprocessing.get_context("spawn")
+    rows = []
+    for name in args.compare.split(","):
+        width = args.width if name.startswith("vgg") else 1.0
+        runs = {}
+        for batched in (False, True):
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                runs[batched] = pool.submit(one_path, name, width, images, args.batch, args.compare_trials,
+                                            batched, threads, str(device), repeat).result()
+        seq, bat = runs[False], runs[True]
+        rows.append({"model": name, "width": width, "parameters": seq["parameters"], "images": images,
+                     "trials": args.compare_trials, "sequential_s": seq["seconds"], "batched_s": bat["seconds"],
+                     "sequential_over_batched": seq["seconds"] / bat["seconds"],
+                     "identical": seq["per_trial"] == bat["per_trial"],
+                     "max_abs_diff_pct": max(abs(a - b) for a, b in zip(seq["per_trial"], bat["per_trial"])),
+                     "sequential_peak_rss_mib": seq["peak_rss_kib"] / 1024,
+                     "batched_peak_rss_mib": bat["peak_rss_kib"] / 1024,
+                     "sequential_rss_before_mib": seq["rss_before_kib"] / 1024,
+                     "batched_rss_before_mib": bat["rss_before_kib"] / 1024})
+    return rows
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """The batched-vs-sequential table."""
+    print(f"{'model (T trials, N images)':<30} {'sequential s':>12} {'batched s':>10} {'seq/batched':>11} "
+          f"{'identical':>9} {'peak RSS seq MiB':>16} {'batched MiB':>11} {'start seq/bat MiB':>17}")
+    for r in rows:
+        label = f"{r['model']} w{r['width']:g} (T={r['trials']}, N={r['images']})"
+        start = f"{r['sequential_rss_before_mib']:.0f}/{r['batched_rss_before_mib']:.0f}"
+        print(f"{label:<30} {r['sequential_s']:12.3f} {r['batched_s']:10.3f} {r['sequential_over_batched']:11.2f} "
+              f"{r['identical']!s:>9} {r['sequential_peak_rss_mib']:16.0f} {r['batched_peak_rss_mib']:11.0f} "
+              f"{start:>17}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small test set, few trials (CPU smoke run)")
@@ -78,6 +157,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None, help="trials T (default 10, quick 3)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compare", default="lenet,vgg11",
+                        help="models of the batched-vs-sequential comparison (comma-separated; '' skips it)")
+    parser.add_argument("--compare-trials", type=int, default=10, help="trials T of the comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,10 +197,11 @@ def main() -> None:
                 pass
 
         draws[name] = seconds(timed(one_draw), max(repeat, 5))
-    report(args, device, images, trials, forward, ours, naive, draws, model)
+    comparison = compare_batched(args, device, images) if args.compare else []
+    report(args, device, images, trials, forward, ours, naive, draws, model, comparison)
 
 
-def report(args, device, images, trials, forward, ours, naive, draws, model) -> None:
+def report(args, device, images, trials, forward, ours, naive, draws, model, comparison) -> None:
     """Print the tables and write the JSON."""
     params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model} width {args.width} ({params} parameters), N = {images} images, T = {trials}")
@@ -132,6 +215,8 @@ def report(args, device, images, trials, forward, ours, naive, draws, model) -> 
     print(f"{'noise model: one draw + restore':<34} {'ms':>9} {'% of forward':>13}")
     for name, t in draws.items():
         print(f"{name:<34} {1e3 * t:9.2f} {100 * t / forward:13.2f}")
+    if comparison:
+        print_comparison(comparison)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
     result = {
         "benchmark": "noise_eval_speed",
@@ -146,6 +231,7 @@ def report(args, device, images, trials, forward, ours, naive, draws, model) -> 
         "naive_over_analoglearn": naive / ours,
         "draw_restore_ms": {k: 1e3 * v for k, v in draws.items()},
         "draw_over_forward": {k: v / forward for k, v in draws.items()},
+        "batched_vs_sequential": comparison,
     }
     if args.json:
         with open(args.json, "w") as f:

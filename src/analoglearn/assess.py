@@ -32,8 +32,12 @@ def assess_noise(
     subset: int | None = None,
     bn: str = "keep",
     calibration_images: int = 2000,
+    batch_trials: bool | int = False,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
-    """Clean accuracy and robustness curves of ``trainer``'s model on (a fixed subset of) the test set."""
+    """Clean accuracy and robustness curves of ``trainer``'s model on (a fixed subset of) the test set;
+    ``batch_trials`` and ``memory_budget`` as in :func:`analoglearn.evaluate.noisy_accuracy` (the same
+    numbers, see :mod:`analoglearn.trials`)."""
     test = trainer.test_set
     if subset is not None and subset < len(test):
         test = test.subset(subset, seed=seed)
@@ -44,6 +48,7 @@ def assess_noise(
         trainer.method.predict, trainer.model, loader,
         [{"name": s.name, "strengths": s.strengths, **s.options} for s in specs],
         trials=trials, seed=seed, bn=bn, calibration=calibration, calibration_images=calibration_images,
+        batch_trials=batch_trials, memory_budget=memory_budget,
     )
     plain = [c.to_dict() for c in curves]
     return {
@@ -120,7 +125,8 @@ def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path
     else:
         result = assess_noise(trainer, evaluation.noise, trials=evaluation.trials, seed=evaluation.seed,
                               subset=evaluation.subset, bn=evaluation.bn,
-                              calibration_images=evaluation.calibration_images)
+                              calibration_images=evaluation.calibration_images,
+                              batch_trials=evaluation.batch_trials, memory_budget=evaluation.memory_budget)
     result["checkpoint"] = evaluation.checkpoint
     write_results(result, json_path, csv_path)
     return result

@@ -63,6 +63,15 @@ def parse_strengths(text: str) -> list[float]:
     return values
 
 
+def trials_per_pass(text: str) -> int:
+    """The N of ``--batch-trials N`` (its range is checked as ``eval.batch_trials``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of trials per pass, got {text!r} (give RUN_DIR "
+                                         "before --batch-trials, or write --batch-trials=N)") from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .assess import evaluate_and_write, table
     from .build import check_eval
@@ -71,12 +80,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import load_trainer
 
     common = {"trials": args.trials, "subset": args.subset, "bn": args.bn, "seed": args.seed,
-              "checkpoint": args.checkpoint}
+              "checkpoint": args.checkpoint, "batch_trials": args.batch_trials, "memory_budget": args.memory_budget}
     if args.analog is not None:
-        if args.noise is not None or args.strengths is not None or args.option:
+        batched = args.batch_trials is not False or args.memory_budget is not None
+        if args.noise is not None or args.strengths is not None or args.option or batched:
             raise AnalogLearnError("--analog takes the swept values and any weight noise in its mapping ({tile: "
                                    "{...}, sweep: out_noise, values: [...], noise: {name: ..., strength: ...}}); give "
-                                   "no --noise, --strengths or --option with it")
+                                   "no --noise, --strengths, --option, --batch-trials or --memory-budget with "
+                                   "it (the tile model runs one pass per trial)")
         _, entry = parse_override(f"analog={args.analog}")
         if not isinstance(entry, dict):
             raise AnalogLearnError("--analog must be a YAML mapping like '{tile: {in_range: calibrated, dac_bits: "
@@ -300,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--subset", type=int, help="evaluate on a fixed subset of this many test images")
     ev.add_argument("--bn", default="keep", help="BatchNorm statistics under noise: keep or recalibrate")
     ev.add_argument("--seed", type=int, default=0, help="seed of the noise draws (same seed: paired comparisons)")
+    ev.add_argument("--batch-trials", nargs="?", const=True, default=False, type=trials_per_pass, metavar="N",
+                    help="run the trials in vmapped passes, all (or at most N) per pass as memory allows: the "
+                    "same numbers; meant for GPUs (on CPU about twice as slow). Give it after RUN_DIR or as "
+                    "--batch-trials=N")
+    ev.add_argument("--memory-budget", type=int, metavar="BYTES",
+                    help="bytes one batched pass may take (default: half the memory free on the device)")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="noise-model option, e.g. --option scale=tensor-max (repeatable)")
     ev.add_argument("--json", help="JSON output (default RUN_DIR/eval-<noise>-<checkpoint>-t<trials>.json)")

@@ -10,6 +10,10 @@ evaluation seed sees the same trial seeds: comparisons between models are *paire
 give equal corruptions for models of equal shape; for other models they are still independent of
 everything else, which keeps runs reproducible.)
 
+With ``batch_trials`` the T trials of a weight-noise model run in vmapped passes of n trials each,
+the same draws giving the same numbers (:mod:`analoglearn.trials`, which says when it falls back and
+what it costs).
+
 Every result is a dataclass with ``to_dict()`` giving plain JSON-able data. Accuracies are in %.
 """
 
@@ -19,7 +23,7 @@ import contextlib
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -29,8 +33,8 @@ from torch import nn
 
 from .errors import ConfigError
 from .noise import from_config
-
-Predict = Callable[[torch.Tensor], torch.Tensor]
+from .trials import BatchedTrialsWarning as BatchedTrialsWarning  # re-exported: raised through noisy_accuracy
+from .trials import Batches, Predict, batched_accuracies, trials_per_pass
 
 
 class Corruption(Protocol):
@@ -49,7 +53,6 @@ class Corruption(Protocol):
     def applied(self, module: nn.Module, generator: torch.Generator | None) -> AbstractContextManager[Any]: ...
 
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 BN_POLICIES = ("keep", "recalibrate")
 
 
@@ -207,6 +210,8 @@ def noisy_accuracy(
     bn: str = "keep",
     calibration: Batches | None = None,
     calibration_images: int = 2000,
+    batch_trials: bool | int = False,
+    memory_budget: int | None = None,
 ) -> NoisyAccuracy:
     """Monte-Carlo accuracy of ``predict`` while ``model``'s weights carry one draw per trial.
 
@@ -220,22 +225,46 @@ def noisy_accuracy(
         bn: ``keep`` the BatchNorm statistics, or ``recalibrate`` them after each draw.
         calibration: training batches for recalibration.
         calibration_images: N, the number of training images used to recalibrate.
+        batch_trials: ``False`` (default): one pass over ``loader`` per trial. ``True``, or a number
+            n ≥ 1: evaluate up to T (or n) trials in one pass, as many as ``memory_budget`` allows
+            (see below); ``0`` is ``False``.
+        memory_budget: bytes the trials of one batched pass may take (default: half the free memory
+            of the model's device, :func:`~analoglearn.trials.default_memory_budget`).
 
     The noise is drawn with a CPU generator and moved to the model, so a trial's corruption is the
     same on every machine.
+
+    Batched trials (:mod:`analoglearn.trials`): the same draws, their corrupted parameters stacked
+    ``(n, *shape)`` and the model's eval-mode forward vmapped over them, once per test batch for n =
+    min(batch_trials, T, budget // M) trials (M: :func:`~analoglearn.trials.trial_memory`). The result
+    equals the sequential one trial by trial (in fp32 up to rounding of the scores). Where that cannot
+    be guaranteed (not a plain weight draw, ``bn='recalibrate'`` with BatchNorm, a model vmap cannot
+    run, a ``predict`` that is not the eval-mode forward) the trials run one pass each, with a
+    :class:`~analoglearn.trials.BatchedTrialsWarning` saying why. A corruption that draws nothing is
+    one pass anyway.
+
+    Raises:
+        ConfigError: bad ``trials``, ``bn`` or ``batch_trials``; an empty loader; with batched
+            trials, a ``memory_budget`` smaller than one trial's estimate.
     """
     if trials < 1:
         raise ConfigError(f"trials must be ≥ 1; got {trials}.")
     if bn not in BN_POLICIES:
         raise ConfigError(f"bn must be one of {', '.join(BN_POLICIES)}; got {bn!r}.")
     seeds = [trial_seed(seed, noise_model.label, noise_model.strength, t) for t in range(trials)]
-    results = []
-    for s in seeds[:1] if noise_model.deterministic else seeds:
-        generator = torch.Generator().manual_seed(s)
-        with noise_model.applied(model, generator):
-            calib = recalibrated_batchnorm(model, calibration, calibration_images)
-            with calib if bn == "recalibrate" else contextlib.nullcontext():
-                results.append(accuracy(predict, loader))
+    limit = trials_per_pass(batch_trials, trials)
+    results: list[Accuracy] | None = None
+    if limit and not noise_model.deterministic:
+        batched = batched_accuracies(predict, model, loader, noise_model, seeds, bn=bn, limit=limit,
+                                     memory_budget=memory_budget)
+        results = None if batched is None else [Accuracy(*r) for r in batched]
+    if results is None:
+        results = []
+        for s in seeds[:1] if noise_model.deterministic else seeds:
+            with noise_model.applied(model, torch.Generator().manual_seed(s)):
+                calib = recalibrated_batchnorm(model, calibration, calibration_images)
+                with calib if bn == "recalibrate" else contextlib.nullcontext():
+                    results.append(accuracy(predict, loader))
     results *= trials // len(results)
     top1 = [r.top1 for r in results]
     top5 = [r.top5 for r in results] if results[0].top5 is not None else None
@@ -293,7 +322,8 @@ def evaluate_noise(
 ) -> list[RobustnessCurve]:
     """One robustness curve per config entry ``{name, strengths, **options}`` (the ``eval.noise`` list).
 
-    Keyword arguments (trials, seed, bn, calibration, calibration_images) go to :func:`noisy_accuracy`.
+    Keyword arguments (trials, seed, bn, calibration, calibration_images, batch_trials, memory_budget)
+    go to :func:`noisy_accuracy`.
     """
     curves = []
     for spec in specs:
