@@ -7,6 +7,8 @@ Two parts, each timed in one run (ratios, not absolute times, are what compare):
   draws: the fixed 60-iteration relaxation (today's default), then ``eval_tolerance`` τ with the
   residual checked every iteration (k = 1, what ``tolerance`` did before) and every k iterations.
   Reported: seconds, mean iterations used, accuracy per trial, images whose class changed vs fixed.
+* ``batched``: the same noisy evaluation (fixed 60 iterations) with the T trials in one vmapped
+  relaxation (``eval.batch_trials``) against one relaxation per trial: seconds, identical accuracies.
 * ``step``: a CEP training step of the same trained network at the paper's schedule (60 free,
   2×15 nudged iterations, warm start from the previous batch's free state) with and without the
   tolerance: seconds per step, iterations of the free phase, cosine and relative difference of the
@@ -29,7 +31,7 @@ import torch
 from common import write_result
 
 from analoglearn.energy.estimators import estimate, onehot
-from analoglearn.evaluate import trial_seed
+from analoglearn.evaluate import noisy_accuracy, trial_seed
 from analoglearn.noise import build
 from analoglearn.train import load_trainer
 
@@ -122,6 +124,20 @@ def main() -> None:
               f"{', '.join(f'{a:.2f}' for a in result['accuracy']):<24} {changed}")
         rows.append({"part": "eval", "mode": name, "seconds": result["seconds"], "speedup": speed,
                      "iterations": result["iterations"], "accuracy": result["accuracy"], "changed": changed})
+    noise = build("additive_gaussian", args.sigma)
+    print(f"\nbatched trials (fixed {trainer.method.options.eval_iterations} iterations, T = {args.trials})")
+    timed = {}
+    for batched in (False, True):
+        start = time.perf_counter()
+        with torch.no_grad():
+            result = noisy_accuracy(trainer.method.predict, trainer.model, data, noise, trials=args.trials, seed=0,
+                                    batch_trials=batched)
+        timed[batched] = (time.perf_counter() - start, result.to_dict()["per_trial"])
+    ratio = timed[False][0] / timed[True][0]
+    print(f"sequential {timed[False][0]:.2f} s, batched {timed[True][0]:.2f} s: {ratio:.2f}×, identical "
+          f"{timed[False][1] == timed[True][1]} ({timed[True][1]})")
+    rows.append({"part": "batched", "sequential_seconds": timed[False][0], "batched_seconds": timed[True][0],
+                 "speedup": ratio, "identical": timed[False][1] == timed[True][1], "accuracy": timed[True][1]})
     train_batches = []
     for x, y in trainer.train_loader.epoch(0):
         if len(train_batches) >= args.steps:

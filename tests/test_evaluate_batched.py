@@ -206,3 +206,46 @@ def test_a_predict_that_is_not_the_eval_forward_falls_back() -> None:
     assert model.training  # the modes are restored
     model.eval()
     assert "trial 0's scores differ" in fallback(model, loader, AdditiveGaussian(0.2), predict=lambda x: 3.0 * model(x))
+
+
+# ----------------------------------------------------------------- Hopfield relaxations
+def hopfield(dtype=torch.float64, **options):
+    from analoglearn.energy import presets
+    from analoglearn.energy.methods import EnergyMethod, EnergyOptions
+
+    model = presets.tiny(None, in_shape=(1, 8, 8), num_classes=4, generator=torch.Generator().manual_seed(0)).to(dtype)
+    precision = "fp64" if dtype == torch.float64 else "fp32"
+    method = EnergyMethod("CEP", model, EnergyOptions(eval_iterations=25, precision=precision, **options))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 1, 8, 8, generator=g, dtype=dtype)
+    y = method.predict(x).argmax(1)  # an untrained network's outputs are mostly its biases: σ = 1 moves them
+    return model, method, [(x[:24], y[:24]), (x[24:], y[24:])]
+
+
+def test_batched_trials_of_a_hopfield_relaxation_equal_the_sequential_ones() -> None:
+    model, method, loader = hopfield()
+    noise = AdditiveGaussian(sigma=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchedTrialsWarning)
+        batched = noisy_accuracy(method.predict, model, loader, noise, trials=5, seed=3, batch_trials=2)
+    sequential = noisy_accuracy(method.predict, model, loader, noise, trials=5, seed=3)
+    assert batched.to_dict() == sequential.to_dict() and len(set(batched.to_dict()["per_trial"])) > 1
+
+
+def test_batched_relaxation_scores_match_the_sequential_relaxation_in_fp32() -> None:
+    model, method, loader = hopfield(torch.float32)
+    noise = AdditiveGaussian(sigma=1.0)
+    seeds = [trial_seed(0, noise.label, 1.0, t) for t in range(3)]
+    stacked = draw_trials(model, noise, seeds)
+    scores = batched_forward(model, stacked, loader[0][0], method.predict)
+    for t, s in enumerate(seeds):
+        with torch.no_grad(), noise.applied(model, torch.Generator().manual_seed(s)):
+            torch.testing.assert_close(scores[t], method.predict(loader[0][0]), rtol=0, atol=1e-5)
+
+
+def test_a_relaxation_with_a_tolerance_stop_falls_back() -> None:
+    model, method, loader = hopfield(eval_tolerance=1e-6)
+    noise = AdditiveGaussian(sigma=1.0)
+    with pytest.warns(BatchedTrialsWarning, match="one pass per trial"):
+        batched = noisy_accuracy(method.predict, model, loader, noise, trials=3, seed=0, batch_trials=True)
+    assert batched.to_dict() == noisy_accuracy(method.predict, model, loader, noise, trials=3, seed=0).to_dict()

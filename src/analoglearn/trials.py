@@ -4,24 +4,28 @@ The sequential path of :func:`analoglearn.evaluate.noisy_accuracy` corrupts the 
 per trial and runs the whole test set through it, T passes in all. The batched path
 (``noisy_accuracy(batch_trials=...)``) makes the same draws (trial i: ``noise_model.applied`` with a
 generator seeded by its trial seed, exactly as the sequential path), copies the corrupted parameters
-into stacked tensors ``(n, *shape)`` and runs the model's eval-mode forward once per test batch for n
-trials together, ``torch.func.vmap`` over ``torch.func.functional_call`` (scores ``(n, B, K)``;
-buffers, BatchNorm statistics included, and uncorrupted parameters shared). The draws are the
+into stacked tensors ``(n, *shape)`` and runs ``predict`` once per test batch for n trials together,
+``torch.func.vmap`` over ``torch.func.functional_call`` (scores ``(n, B, K)``; buffers, BatchNorm
+statistics included, and uncorrupted parameters shared). ``predict`` may be any function of the model's
+parameters: the model's eval-mode forward, or a Hopfield network's relaxation (``method.predict``: the
+whole fixed-iteration relaxation of the n draws runs as one, its products batched over the draws). The draws are the
 sequential path's, so the per-trial accuracies are equal (in fp64 exactly; in fp32 up to rounding of
 the scores, ~1e-6, where a near-tie may flip one prediction).
 
 Memory: one trial adds about M = P + 2·A bytes to a pass (:func:`trial_memory`): P the corrupted
-parameters, A the test batch plus every leaf module's output on it, doubled for the operators'
-temporaries. A pass holds n = min(batch_trials, T, budget // M) trials, the budget being
+parameters, A the test batch plus every leaf module's output on it (for a Hopfield network, whose
+modules are never called, eight copies of its state: states, updates, drives, feedbacks), doubled
+for the operators' temporaries. A pass holds n = min(batch_trials, T, budget // M) trials, the budget being
 ``memory_budget`` bytes or half the memory free on the model's device (:func:`default_memory_budget`);
 a budget below one trial is refused.
 
 Fallback: the trials run one pass each, with a :class:`BatchedTrialsWarning` saying why, when the
 corruption is not a plain weight draw (the analog tile model, a noise model that overrides
 ``applied``), ``bn='recalibrate'`` on a model with BatchNorm, vmap cannot run the model
-(data-dependent control flow, no batching rule), or trial 0's batched scores on the first test batch
-differ from ``predict``'s (``predict`` is not the model's eval-mode forward, e.g. a Hopfield
-network's relaxation).
+(data-dependent control flow, no batching rule; e.g. a relaxation with a tolerance stop, which reads
+its residual on the host), or trial 0's batched scores on the first test batch differ from
+``predict``'s run sequentially (``predict`` is not a function of the parameters alone: train-mode
+dropout, a hidden random draw).
 
 Speed: on CPU it is not faster: about 0.5× the sequential speed (twice the time) for LeNet and VGG-11
 at T = 10, measured in one run on a loaded machine (``benchmarks/noise_eval_speed.py``; the cause was
@@ -34,6 +38,7 @@ This module depends on nothing of :mod:`analoglearn.evaluate`, which calls it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -128,6 +133,12 @@ def trial_memory(model: nn.Module, x: torch.Tensor, noise_model: NoiseModel) -> 
     vmap makes when it regroups a batched convolution): a conservative bound. :func:`batched_accuracies`
     measures it on the first test batch (in a loader of equal batches but the last, the largest).
     """
+    params = sum(_nbytes(p) for _, p in noise_model.select(model))
+    shapes = getattr(model, "layer_shapes", None)
+    if shapes is not None:  # a Hopfield network: its relaxation holds states, not module outputs
+        itemsize = next(model.parameters()).element_size()
+        state = sum(x.shape[0] * math.prod(shape) * itemsize for shape in shapes)
+        return params + 2 * (_nbytes(x) + 8 * state)
     sizes: list[int] = []
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(_nbytes(out))) for m in leaves]
@@ -137,7 +148,6 @@ def trial_memory(model: nn.Module, x: torch.Tensor, noise_model: NoiseModel) -> 
     finally:
         for h in hooks:
             h.remove()
-    params = sum(_nbytes(p) for _, p in noise_model.select(model))
     return params + 2 * (_nbytes(x) + sum(sizes))
 
 
@@ -158,13 +168,32 @@ def draw_trials(model: nn.Module, noise_model: NoiseModel, seeds: Sequence[int])
     return stacked
 
 
-def batched_forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Scores ``(n, B, K)`` of ``model``'s eval-mode forward on ``x`` ``(B, ...)`` with each of the n
-    parameter sets ``params`` ``{name: (n, *shape)}`` (``torch.func.vmap`` over
-    ``torch.func.functional_call``; the other parameters and every buffer shared). Raises what vmap
-    raises for a model it cannot run."""
-    def forward(p: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(model, p, (inputs,))
+class _Predicting(nn.Module):
+    """``predict`` as the forward of a module holding ``model``, so that ``functional_call`` can swap
+    the model's parameters under any prediction function (a Hopfield relaxation included)."""
+
+    def __init__(self, model: nn.Module, predict: Predict) -> None:
+        super().__init__()
+        self.model, self._predict = model, predict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._predict(x)
+
+
+def batched_forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    predict: Predict | None = None) -> torch.Tensor:
+    """Scores ``(n, B, K)`` of ``predict`` (default: ``model``'s eval-mode forward) on ``x`` ``(B, ...)``
+    with each of the n parameter sets ``params`` ``{name: (n, *shape)}`` of ``model``
+    (``torch.func.vmap`` over ``torch.func.functional_call``; the other parameters and every buffer
+    shared). Raises what vmap raises for a computation it cannot run."""
+    if predict is None:
+        def forward(p: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(model, p, (inputs,))
+    else:
+        wrapper = _Predicting(model, predict)
+
+        def forward(p: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(wrapper, {f"model.{k}": v for k, v in p.items()}, (inputs,))
 
     with _eval_mode(model):
         return torch.func.vmap(forward, in_dims=(0, None))(params, x)
@@ -182,10 +211,11 @@ def _static_obstacle(model: nn.Module, noise_model: object, bn: str) -> str | No
     return None
 
 
-def _guarded(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _guarded(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+             predict: Predict | None = None) -> torch.Tensor:
     """:func:`batched_forward`, its failures turned into :class:`_CannotBatch`."""
     try:
-        return batched_forward(model, params, x)
+        return batched_forward(model, params, x, predict)
     except Exception as e:  # no batching rule, data-dependent control flow, out of memory, ...
         first = str(e).splitlines()[0] if str(e) else ""
         raise _CannotBatch(f"vmap cannot run {type(model).__name__} ({type(e).__name__}: {first})") from e
@@ -202,14 +232,15 @@ def _check(scores: torch.Tensor, reference: torch.Tensor) -> None:
 
 
 def _count(model: nn.Module, stacked: dict[str, torch.Tensor], loader: Batches,
-           check: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> list[TrialAccuracy]:
+           check: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+           predict: Predict | None = None) -> list[TrialAccuracy]:
     """Top-1 and top-5 accuracy of each of the n stacked trials over ``loader`` (as ``evaluate.accuracy``
     counts them); ``check(x, scores of trial 0)`` is called on the first batch."""
     right = right5 = None
     count = 0
     many = False
     for x, y in loader:
-        scores = _guarded(model, stacked, x)  # (n, B, K)
+        scores = _guarded(model, stacked, x, predict)  # (n, B, K)
         if check is not None and right is None:
             check(x, scores[0])
         y = y.to(scores.device)
@@ -249,10 +280,11 @@ def _batched_trials(predict: Predict, model: nn.Module, loader: Batches, noise_m
         with noise_model.applied(model, torch.Generator().manual_seed(seeds[0])):
             _check(scores, predict(x))
 
+    forward = None if getattr(model, "layer_shapes", None) is None else predict  # Hopfield: relax, not call
     results: list[TrialAccuracy] = []
     for start in range(0, len(seeds), n):
         stacked = draw_trials(model, noise_model, seeds[start : start + n])
-        results += _count(model, stacked, loader, check if start == 0 else None)
+        results += _count(model, stacked, loader, check if start == 0 else None, forward)
     return results
 
 
