@@ -9,6 +9,10 @@ Two parts, each timed in one run (ratios, not absolute times, are what compare):
   Reported: seconds, mean iterations used, accuracy per trial, images whose class changed vs fixed.
 * ``batched``: the same noisy evaluation (fixed 60 iterations) with the T trials in one vmapped
   relaxation (``eval.batch_trials``) against one relaxation per trial: seconds, identical accuracies.
+* ``dchn32`` (``--dchn32``): a CEP step of ``dchn32`` on random weights (batch ``--batch``, 60 + 2×15,
+  from zero), fp32 and bf16: the fixed eager schedule, the tolerance stop (τ, k = 5), and the stop
+  plus the compiled sweep (``method.compile``): seconds per step (after a compiling warm-up step) and
+  the cosine of the gradient to the fixed schedule's.
 * ``step``: a CEP training step of the same trained network at the paper's schedule (60 free,
   2×15 nudged iterations, warm start from the previous batch's free state) with and without the
   tolerance: seconds per step, iterations of the free phase, cosine and relative difference of the
@@ -89,6 +93,47 @@ def cep_steps(trainer, minimizer, data, steps: int) -> dict:
     return {"seconds_per_step": seconds / len(grads), "free_iterations": sum(used) / len(used), "grads": grads}
 
 
+def dchn32_part(args) -> list[dict]:
+    from analoglearn.energy.methods import EnergyOptions
+    from analoglearn.registry import METHODS, MODELS
+
+    generator = torch.Generator().manual_seed(0)
+    net = MODELS.create("dchn32", None, in_shape=(3, 32, 32), num_classes=10, generator=generator)
+    x = torch.randn((args.batch, 3, 32, 32), generator=generator)
+    y = torch.randint(0, 10, (args.batch,), generator=generator)
+    target = onehot(y, 10, torch.float32)
+    rows = []
+    print(f"\ndchn32 CEP step, batch {args.batch}, 60 + 2×15 iterations from zero, random weights")
+    print(f"{'precision / mode':<28}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}")
+    for precision in ("fp32", "bf16"):
+        base = None
+        stop = {"tolerance": args.tolerance, "check_every": 5}
+        modes = {"fixed, eager": {}, f"τ={args.tolerance:g} k=5, eager": stop,
+                 f"τ={args.tolerance:g} k=5, compiled": {**stop, "compile": True}}
+        for name, extra in modes.items():
+            options = EnergyOptions(precision=precision, free_iterations=60, nudged_iterations=15, warm_start=False,
+                                    **extra)
+            method = METHODS.create("CEP", net, options, generator=None)
+            with torch.no_grad():
+                method.free_phase(x, warm=False)  # warm-up (compiles)
+            times, grad, iterations = [], None, 0
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                with torch.no_grad():
+                    free = method.free_phase(x, warm=False)
+                g = estimate("CEP", net, x, target, free.state, method.settings, free.input_drive)
+                times.append(time.perf_counter() - start)
+                grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), free.iterations
+            seconds = min(times)
+            base = base or (seconds, grad)
+            cosine = float(torch.nn.functional.cosine_similarity(grad, base[1], dim=0))
+            print(f"{precision + ' / ' + name:<28}{seconds:>9.3f}{base[0] / seconds:>9.2f}×{iterations:>12}"
+                  f"{cosine:>12.6f}")
+            rows.append({"part": "dchn32", "precision": precision, "mode": name, "seconds_per_step": seconds,
+                         "speedup": base[0] / seconds, "free_iterations": iterations, "cosine": cosine})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="a trained dchn_cpu run directory")
@@ -99,6 +144,9 @@ def main() -> None:
     parser.add_argument("--every", default="1,5,10", help="check intervals k to time")
     parser.add_argument("--steps", type=int, default=6, help="training batches of the step part")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dchn32", action="store_true", help="also time dchn32 steps, eager vs compiled")
+    parser.add_argument("--batch", type=int, default=16, help="batch of the dchn32 part")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per dchn32 mode (the fastest counts)")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,6 +207,8 @@ def main() -> None:
         rows.append({"part": "step", "mode": name, "seconds_per_step": result["seconds_per_step"], "speedup": speed,
                      "free_iterations": result["free_iterations"], "min_cosine": min(cosines),
                      "max_relative_difference": max(diffs)})
+    if args.dchn32:
+        rows += dchn32_part(args)
     write_result(args.json, "relax_stop", vars(args), rows)
     if args.json:
         print(f"written: {args.json}")

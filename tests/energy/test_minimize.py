@@ -155,3 +155,29 @@ def test_one_hidden_layer_network_with_clamped_output():
     clamp = torch.zeros(2, 3)
     result = Minimizer(tolerance=1e-6).relax(net, x, net.zero_state(2), 50, clamp_output=clamp)
     assert result.iterations <= 2 and torch.equal(result.state[-1], clamp)
+
+
+def test_a_compiled_sweep_relaxes_like_the_eager_one(batch):
+    from analoglearn.energy.network import HopfieldNetwork
+
+    net = HopfieldNetwork((1, 8, 8), (4, 8), 3, skips=[(1, 3)], gains=[0.5] * 4,
+                          generator=torch.Generator().manual_seed(0))
+    x, y = batch
+    x, target = x.float(), torch.nn.functional.one_hot(y, 3).float()
+    for kwargs in ({}, {"beta": 0.3, "target": target}):
+        eager = Minimizer().relax(net, x, net.zero_state(4), 12, **kwargs).state
+        compiled = Minimizer(compile=True).relax(net, x, net.zero_state(4), 12, **kwargs).state
+        for a, b in zip(eager, compiled):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        Minimizer(compile="yes")
+
+
+def test_compile_without_a_compiler_is_refused(monkeypatch):
+    import shutil
+
+    from analoglearn.energy.minimize import check_compile
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
+        check_compile("cpu")

@@ -21,7 +21,15 @@ from ..errors import ConfigError
 from ..method import Closure, GradScaler, Method, Outcome, chunks
 from ..registry import METHODS
 from .estimators import ALGORITHMS, Settings, estimate, onehot, write_gradients
-from .minimize import OUTPUT_UPDATES, PRECISIONS, RELAXATION_SCHEDULES, Minimizer, Relaxation, check_precision
+from .minimize import (
+    OUTPUT_UPDATES,
+    PRECISIONS,
+    RELAXATION_SCHEDULES,
+    Minimizer,
+    Relaxation,
+    check_compile,
+    check_precision,
+)
 from .network import HopfieldNetwork, State
 from .profile import relaxation_profile
 
@@ -57,6 +65,9 @@ class EnergyOptions:
     check_every: int = 1
     """With a tolerance, check the residual every this many iterations only (each check is a pass over
     the state and a host synchronisation; 5–10 makes the check cheap, at most k − 1 extra iterations)."""
+    compile: bool = False
+    """Run each relaxation sweep through ``torch.compile`` (the first batch of each shape compiles, tens
+    of seconds on a CPU); needs a C++ compiler on CPU or Triton on CUDA."""
     eval_tolerance: float | None = None
     """A tolerance for the evaluation relaxation only (``predict``, noisy evaluation); ``None``: ``tolerance``.
     Training keeps its fixed schedule, so a trained network can be evaluated faster without changing it."""
@@ -80,6 +91,8 @@ class EnergyOptions:
                 raise ConfigError(f"method {name} must be a finite number > 0 or null, got {value!r}")
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 1:
             raise ConfigError(f"method check_every must be a positive integer, got {self.check_every!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"method compile must be true or false, got {self.compile!r}")
 
 
 class EnergyMethod(Method):
@@ -104,7 +117,9 @@ class EnergyMethod(Method):
         self.algorithm = algorithm
         self.model: HopfieldNetwork = model
         self.minimizer = Minimizer(options.schedule, options.precision, options.output_update, options.tolerance,
-                                   options.cache_pooling, options.check_every)
+                                   options.cache_pooling, options.check_every, options.compile)
+        if options.compile:
+            check_compile(model.biases[0].device)
         self.eval_minimizer = (self.minimizer if options.eval_tolerance is None
                                else dataclasses.replace(self.minimizer, tolerance=options.eval_tolerance))
         check_precision(options.precision, model.biases[0].device)

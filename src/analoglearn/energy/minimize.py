@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 from dataclasses import dataclass, field
 
 import torch
@@ -125,6 +126,11 @@ class Minimizer:
             can eat what stopping saves. The relaxation stops at the first checked iteration
             below the tolerance, so it runs at most ``check_every − 1`` iterations more than
             ``check_every = 1`` would.
+        compile: run each iteration (one asynchronous or synchronous sweep) through
+            ``torch.compile`` (the sweep, not the unrolled loop: loops unroll and compile for
+            minutes). The first relaxation of each shape compiles (tens of seconds on a CPU); the
+            states equal the eager ones to rounding (``tests/energy/test_minimize.py``). Needs a C++
+            compiler on CPU (Triton on CUDA): :func:`check_compile`.
     """
 
     schedule: str = "asynchronous"
@@ -133,6 +139,7 @@ class Minimizer:
     tolerance: float | None = None
     cache: bool = True
     check_every: int = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in RELAXATION_SCHEDULES:
@@ -151,6 +158,8 @@ class Minimizer:
             raise ConfigError(f"tolerance must be a finite number > 0 or null, got {self.tolerance}")
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 1:
             raise ConfigError(f"check_every must be a positive integer, got {self.check_every!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
 
     def groups(self, net: HopfieldNetwork, clamped: bool) -> list[list[int]]:
         """0-based layer indices updated together: the colour groups of ``net.colours`` in colour
@@ -206,10 +215,11 @@ class Minimizer:
             drives.values.update(input_drive)
         result = Relaxation(state=s, iterations=0)
         nudge = _Nudge(beta, target, self._curvature(net, weights, beta))
+        iterate = _compiled(self) if self.compile else self._iterate
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for n in range(1, iterations + 1):
                 track = trace or (self.tolerance is not None and n % self.check_every == 0)
-                delta = self._iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track)
+                delta = iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track)
                 result.iterations += 1
                 if track:
                     result.residual = float(delta)
@@ -272,6 +282,32 @@ class Minimizer:
                 return (h + beta * nudge.target) / (1.0 + beta)
             return (h + (beta * gain) * nudge.target) / (1.0 + beta * gain * gain)
         return h - beta * readout.output_gradient(s[k], nudge.target)
+
+
+def check_compile(device: torch.device | str) -> None:
+    """:class:`ConfigError` unless ``torch.compile`` can build kernels on ``device`` (a C++ compiler on
+    CPU, Triton on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise ConfigError("method.compile needs Triton on CUDA (pip install triton), or set compile: false"
+                              ) from None
+        return
+    if device.type == "cpu":
+        from torch._inductor import config as inductor
+
+        names = [n for n in (inductor.cpp.cxx if isinstance(inductor.cpp.cxx, tuple) else (inductor.cpp.cxx,)) if n]
+        if not any(shutil.which(n) for n in [*names, "g++", "c++", "clang++"]):
+            raise ConfigError("method.compile needs a C++ compiler on CPU (none found: install g++), "
+                              "or set compile: false")
+
+
+@functools.cache
+def _compiled(minimizer: Minimizer):
+    """``minimizer._iterate`` through ``torch.compile`` (one per minimizer; shapes recompile as needed)."""
+    return torch.compile(minimizer._iterate, dynamic=False)
 
 
 @dataclass(frozen=True)
