@@ -6,7 +6,8 @@ Two tables: (1) test accuracy (%) after the last epoch of every (model, algorith
 ``cpu-fashionmnist.yaml``, per seed and as the mean, with the training time (``train_seconds``:
 training steps only, not the final evaluation) and the free-phase iterations per batch; (2) the
 ``dchn_cpu`` runs of ``output-update.yaml``: CEP and PEP under ``method.output_update`` exact and
-reference. Unfinished runs are listed as such.
+reference; (3) the runs of ``cpu-iterations.yaml`` (another iteration budget). Unfinished runs are
+listed as such.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ def cell(values: list[float], digits: int = 2) -> str:
 def main(folder: Path) -> None:
     study: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     update: dict[tuple[str, str], dict] = {}
+    budgets: list[tuple[dict, dict]] = []
     for config, summary in runs(folder):
         model, method = config["model"]["name"], config["method"]["name"]
         if summary.get("status") != "finished":
             print(f"unfinished: {model} {method} seed {config['seed']} ({config['method']['output_update']})")
+            continue
+        if config["method"]["free_iterations"] != 12:  # cpu-iterations.yaml
+            budgets.append((config, summary))
             continue
         if method in ("CEP", "NEP", "TBP") and config["method"]["output_update"] == "exact":
             study[(model, method)][config["seed"]] = summary
@@ -55,6 +60,14 @@ def main(folder: Path) -> None:
         per_seed = [f"{seeds[s]['test_accuracy']:.2f}" if s in seeds else "—" for s in (0, 1)]
         times = " / ".join(f"{seeds[s]['train_seconds']:.0f}" if s in seeds else "—" for s in (0, 1))
         print(f"| {model} | {method} | {per_seed[0]} | {per_seed[1]} | {cell(acc)} | {times} |")
+    if budgets:
+        print()
+        print("| model | algorithm | iterations (free + 2×nudged) | seed | accuracy (%) | training time (s) |")
+        print("|---|---|---|---:|---:|---:|")
+        for config, summary in budgets:
+            m = config["method"]
+            print(f"| {config['model']['name']} | {m['name']} | {m['free_iterations']} + 2×{m['nudged_iterations']} | "
+                  f"{config['seed']} | {summary['test_accuracy']:.2f} | {summary['train_seconds']:.0f} |")
     if update:
         print()
         print("| algorithm | output_update exact (%) | reference (%) |")

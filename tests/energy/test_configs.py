@@ -55,6 +55,6 @@ def test_deep_recipes_expand(tmp_path):
     load_builtins()
     root = Path(__file__).resolve().parents[2] / "recipes" / "deep-ebl"
     counts = {name: len(expand(*load_grid(root / f"{name}.yaml"), tmp_path)) for name in
-              ("resnet13-cifar", "vgg-cifar10", "imagenet32", "cpu-fashionmnist", "output-update")}
+              ("resnet13-cifar", "vgg-cifar10", "imagenet32", "cpu-fashionmnist", "output-update", "cpu-iterations")}
     assert counts == {"resnet13-cifar": 6, "vgg-cifar10": 3, "imagenet32": 1, "cpu-fashionmnist": 12,
-                      "output-update": 4}
+                      "output-update": 4, "cpu-iterations": 1}
