@@ -304,9 +304,18 @@ def check_compile(device: torch.device | str) -> None:
                               "or set compile: false")
 
 
+RECOMPILE_LIMIT = 64
+"""``torch._dynamo.config.recompile_limit`` while ``compile`` is on (raised from torch's 8, never lowered):
+one sweep specialises on whether the residual is tracked, the nudging (free, ±β, clamped), which drives
+are cached yet and the shapes, so a training step alone needs about ten variants."""
+
+
 @functools.cache
 def _compiled(minimizer: Minimizer):
     """``minimizer._iterate`` through ``torch.compile`` (one per minimizer; shapes recompile as needed)."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(minimizer._iterate, dynamic=False)
 
 
