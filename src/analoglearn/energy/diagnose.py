@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..registry import MODELS
-from .estimators import ALGORITHMS, Gradients, Settings, estimate, onehot
+from .estimators import ALGORITHMS, CLAMPING, Gradients, Settings, estimate, onehot
 from .minimize import Minimizer
 from .network import HopfieldNetwork, State
 from .presets import HopfieldOptions
@@ -115,14 +115,13 @@ def gradient_fidelity(
     """
     if not beta > 0:
         raise ConfigError(f"beta must be > 0, got {beta}")
-    clamping = ("CL", "PCpL", "NCpL", "CCpL")
     readout_ok = options is None or options.readout == "energy"
-    default = [n for n in ALGORITHMS if readout_ok or n not in clamping]
+    default = [n for n in ALGORITHMS if readout_ok or n not in CLAMPING]
     names = list(algorithms) if algorithms is not None else default
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise ConfigError(f"unknown algorithm(s) {unknown}; valid: {', '.join(ALGORITHMS)}")
-    if not readout_ok and (refused := [n for n in names if n in clamping]):
+    if not readout_ok and (refused := [n for n in names if n in CLAMPING]):
         raise ConfigError(f"{', '.join(refused)} clamp the output, which the cross-entropy read-out does not have; "
                           f"valid here: {', '.join(default)}")
     net, x, target, free = setup(preset, batch_size, seed, options)

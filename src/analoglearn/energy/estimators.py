@@ -38,6 +38,8 @@ from .network import Drive, DriveCache, HopfieldNetwork, State, Weights
 
 ALGORITHMS = ("CL", "PEP", "NEP", "CEP", "PCpL", "NCpL", "CCpL", "TBP", "RBP")
 """Canonical names of the nine learning algorithms."""
+CLAMPING = ("CL", "PCpL", "NCpL", "CCpL")
+"""The algorithms that clamp the output (so need the energy read-out, which has an output state)."""
 
 _VARIANTS = {"P": (0.0, 1.0), "N": (-1.0, 0.0), "C": (-1.0, 1.0)}
 
@@ -141,7 +143,7 @@ def coupled_learning(
     """PCpL/NCpL/CCpL (and CL at β = 1): output clamped to ``o* − β_i(o* − y)``."""
     betas = [sign * settings.beta for sign in _VARIANTS[variant]]
     relax = functools.partial(settings.minimizer.relax, input_drive=input_drive)
-    o_free, goal = free[-1].detach(), target / net.readout.gain if net.readout.gain != 1.0 else target
+    o_free, goal = free[-1].detach(), target / net.readout.gain
     states = [
         relax(net, x, free, settings.iterations, clamp_output=o_free - b * (o_free - goal)).state
         for b in betas

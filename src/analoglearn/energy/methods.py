@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..method import Closure, GradScaler, Method, Outcome, chunks
 from ..registry import METHODS
-from .estimators import ALGORITHMS, Settings, estimate, onehot, write_gradients
+from .estimators import ALGORITHMS, CLAMPING, Settings, estimate, onehot, write_gradients
 from .minimize import (
     OUTPUT_UPDATES,
     PRECISIONS,
@@ -109,7 +109,7 @@ class EnergyMethod(Method):
         if not isinstance(model, HopfieldNetwork):
             raise ConfigError(f"method {algorithm!r} trains energy-based networks only, got {type(model).__name__}; "
                               "use a Hopfield preset (analoglearn list models: dchn32, dchn_cpu, tiny, ...)")
-        if not model.readout.in_energy and algorithm in ("CL", "PCpL", "NCpL", "CCpL"):
+        if not model.readout.in_energy and algorithm in CLAMPING:
             raise ConfigError(f"method {algorithm!r} clamps the output, which the cross-entropy read-out does not "
                               "have; use EP (PEP, NEP, CEP), TBP or RBP with it, or model.readout: energy")
         options = options if options is not None else EnergyOptions()

@@ -277,9 +277,7 @@ class Minimizer:
         if not readout.in_energy:
             return h
         gain = readout.gain
-        if self.output_update == "exact":
-            if gain == 1.0:
-                return (h + beta * nudge.target) / (1.0 + beta)
+        if self.output_update == "exact":  # at γ = 1 the products are exact: paper A's (h + βy)/(1 + β)
             return (h + (beta * gain) * nudge.target) / (1.0 + beta * gain * gain)
         return h - beta * readout.output_gradient(s[k], nudge.target)
 
