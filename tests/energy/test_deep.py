@@ -13,9 +13,10 @@ import torch
 from analoglearn.energy.diagnose import compare, gradient_fidelity, tight_minimizer, true_gradient
 from analoglearn.energy.estimators import Settings, estimate, onehot, parameters
 from analoglearn.energy.interactions import ConvInteraction
+from analoglearn.energy.layout import Readout, colour_layers
 from analoglearn.energy.methods import EnergyMethod, EnergyOptions
 from analoglearn.energy.minimize import Minimizer
-from analoglearn.energy.network import HopfieldNetwork, Readout, colour_layers
+from analoglearn.energy.network import HopfieldNetwork
 from analoglearn.energy.presets import HopfieldOptions, HopfieldSpec, hopfield, hopfield_resnet13
 from analoglearn.errors import ConfigError
 

@@ -20,7 +20,8 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import MODELS
-from .network import READOUTS, HopfieldNetwork, Readout, Skip, _check_range
+from .layout import READOUTS, Readout, Skip, check_range
+from .network import HopfieldNetwork
 
 
 @dataclass
@@ -53,7 +54,7 @@ class HopfieldOptions:
         if value is not None:
             nested = isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value)
             for k, item in enumerate(value if nested else [value], start=1):
-                _check_range(k, item)
+                check_range(k, item)
 
 
 def _network(options: HopfieldOptions | None, in_shape: tuple[int, int, int], conv_channels: list[int],
