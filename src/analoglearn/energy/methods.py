@@ -25,6 +25,7 @@ from .minimize import (
     OUTPUT_UPDATES,
     PRECISIONS,
     RELAXATION_SCHEDULES,
+    STOPS,
     Minimizer,
     Relaxation,
     check_compile,
@@ -68,6 +69,10 @@ class EnergyOptions:
     compile: bool = False
     """Run each relaxation sweep through ``torch.compile`` (the first batch of each shape compiles, tens
     of seconds on a CPU); needs a C++ compiler on CPU or Triton on CUDA."""
+    stop: str = "example"
+    """With a tolerance, who stops: ``'example'``, each example of a batch on its own (the examples that
+    converged leave the batch, the rest go on: the batch costs about its examples' mean iterations) or
+    ``'batch'``, all together when the last one has (:attr:`~.minimize.Minimizer.per_example`)."""
     eval_tolerance: float | None = None
     """A tolerance for the evaluation relaxation only (``predict``, noisy evaluation); ``None``: ``tolerance``.
     Training keeps its fixed schedule, so a trained network can be evaluated faster without changing it."""
@@ -93,6 +98,8 @@ class EnergyOptions:
             raise ConfigError(f"method check_every must be a positive integer, got {self.check_every!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"method compile must be true or false, got {self.compile!r}")
+        if self.stop not in STOPS:
+            raise ConfigError(f"method stop {self.stop!r} is not valid; choose one of {', '.join(STOPS)}")
 
 
 class EnergyMethod(Method):
@@ -117,7 +124,8 @@ class EnergyMethod(Method):
         self.algorithm = algorithm
         self.model: HopfieldNetwork = model
         self.minimizer = Minimizer(options.schedule, options.precision, options.output_update, options.tolerance,
-                                   options.cache_pooling, options.check_every, options.compile)
+                                   options.cache_pooling, options.check_every, options.compile,
+                                   per_example=options.stop == "example")
         if options.compile:
             check_compile(model.biases[0].device)
         self.eval_minimizer = (self.minimizer if options.eval_tolerance is None

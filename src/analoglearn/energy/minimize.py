@@ -33,6 +33,7 @@ third more convolutions).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import shutil
@@ -55,6 +56,8 @@ PRECISIONS: dict[str, torch.dtype] = {
 RELAXATION_SCHEDULES = ("asynchronous", "synchronous")
 """Relaxation schedules of :class:`Minimizer`."""
 OUTPUT_UPDATES = ("exact", "reference")
+STOPS = ("example", "batch")
+"""Who stops a relaxation under a tolerance (``method.stop``): each example on its own, or the batch."""
 
 
 @functools.cache
@@ -92,12 +95,15 @@ class Relaxation:
 
     Attributes:
         state: final layer states, cast back to the parameters' dtype.
-        iterations: iterations actually run (fewer than asked when the tolerance was met).
+        iterations: iterations actually run (fewer than asked when the tolerance was met); under the
+            per-example stop, those of the example that ran longest.
         residual: ``max|Δs|`` of the last checked iteration (``None`` unless tolerance or trace was set).
         trace: ``max|Δs|`` per iteration when ``trace=True``.
         input_drive: ``{i: (drive_I(x), aux_I)}`` of the interactions fed by the clamped input, in
             the relaxation's dtype, reusable by later relaxations on the same input and weights
             (``None`` when caching is off or the relaxation was differentiable).
+        example_iterations: ``(B,)`` iterations each example ran under the per-example stop
+            (``Minimizer.per_example``), else ``None``.
     """
 
     state: State
@@ -105,6 +111,7 @@ class Relaxation:
     residual: float | None = None
     trace: list[float] = field(default_factory=list)
     input_drive: dict[int, Drive] | None = None
+    example_iterations: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,14 @@ class Minimizer:
             can eat what stopping saves. The relaxation stops at the first checked iteration
             below the tolerance, so it runs at most ``check_every − 1`` iterations more than
             ``check_every = 1`` would.
+        per_example: with a tolerance, each example stops on its own: at a check, the examples whose
+            own ``max|Δs|`` (over their layers) is below the tolerance keep their state and leave
+            the batch, and the iterations that follow compute only the rest (their drives, arg-max
+            indices and bases are cut to the rest's rows). The examples of a batch never interact,
+            so every example ends as it would alone; a batch costs about the mean of its examples'
+            iterations instead of their maximum. ``False``: the batch stops when all its examples
+            have (the whole-batch residual). Not with a differentiable relaxation (truncated
+            backprop keeps one graph) nor with ``compile`` (the shapes would change every check).
         compile: run each iteration (one asynchronous or synchronous sweep) through
             ``torch.compile`` (the sweep, not the unrolled loop: loops unroll and compile for
             minutes). The first relaxation of each shape compiles (tens of seconds on a CPU); the
@@ -140,6 +155,7 @@ class Minimizer:
     cache: bool = True
     check_every: int = 1
     compile: bool = False
+    per_example: bool = True
 
     def __post_init__(self) -> None:
         if self.schedule not in RELAXATION_SCHEDULES:
@@ -160,6 +176,8 @@ class Minimizer:
             raise ConfigError(f"check_every must be a positive integer, got {self.check_every!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if not isinstance(self.per_example, bool):
+            raise ConfigError(f"per_example must be true or false, got {self.per_example!r}")
 
     def groups(self, net: HopfieldNetwork, clamped: bool) -> list[list[int]]:
         """0-based layer indices updated together: the colour groups of ``net.colours`` in colour
@@ -211,26 +229,62 @@ class Minimizer:
             s[-1] = clamp_output.detach().to(dtype)
         target = target.to(dtype) if target is not None else None
         x, drives = x.to(dtype), DriveCache(net, self.cache)
+        x_full = x
         if input_drive and self.cache and not differentiable and next(iter(input_drive.values()))[0].dtype == dtype:
             drives.values.update(input_drive)
         result = Relaxation(state=s, iterations=0)
         nudge = _Nudge(beta, target, self._curvature(net, weights, beta))
         iterate = _compiled(self) if self.compile else self._iterate
+        per_example = self.per_example and self.tolerance is not None and not differentiable and not self.compile
+        batch, sourced = x.shape[0], None
+        rows = torch.arange(batch, device=x.device) if per_example else None  # the examples still relaxing
+        done: State | None = None  # the final states, filled in as examples stop (per-example stop)
+        used = torch.zeros(batch, dtype=torch.long, device=x.device) if per_example else None
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for n in range(1, iterations + 1):
-                track = trace or (self.tolerance is not None and n % self.check_every == 0)
-                delta = iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track)
+                check = self.tolerance is not None and n % self.check_every == 0
+                track = trace or check
+                delta = iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track,
+                                per_example and check)
                 result.iterations += 1
                 if track:
-                    result.residual = float(delta)
+                    result.residual = float(delta.max()) if isinstance(delta, Tensor) else float(delta)
                     result.trace.append(result.residual)
                     if self.tolerance is not None and result.residual < self.tolerance:
                         break
+                if per_example and check:
+                    stopped = delta < self.tolerance
+                    if bool(stopped.any()):
+                        if sourced is None:  # the input's drives, whole-batch, before the first drop
+                            sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
+                        done = done if done is not None else [t.clone() for t in s]
+                        index = rows[stopped]
+                        for full, t in zip(done, s):
+                            full[index] = t[stopped]
+                        used[index] = n
+                        keep = ~stopped
+                        rows, x = rows[keep], x[keep]
+                        s[:] = [t[keep] for t in s]
+                        drives.select(keep)
+                        if nudge.target is not None:
+                            nudge = dataclasses.replace(nudge, target=nudge.target[keep])
+            if done is not None:  # the examples that ran to the end (or the tolerance) join the stopped ones
+                for full, t in zip(done, s):
+                    full[rows] = t
+                used[rows] = result.iterations
+                s, x = done, x_full
+                drives = DriveCache(net, self.cache)
+                drives.values.update(sourced or {})
             if not net.readout.in_energy:  # the read-out of the final s_L
                 s[-1] = net.preactivation(len(s), x, s, weights, drives)
         out_dtype = net.biases[0].dtype
         result.state = [t.to(out_dtype) for t in s]
-        sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
+        if used is not None:
+            if done is None:  # no example stopped before the others
+                used[:] = result.iterations
+            result.example_iterations = used
+        if sourced is None:
+            sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
         result.input_drive = sourced if sourced and not differentiable else None
         return result
 
@@ -244,15 +298,21 @@ class Minimizer:
 
     def _iterate(
         self, net: HopfieldNetwork, x: Tensor, s: State, drives: DriveCache, weights: Weights, nudge: _Nudge,
-        clamped: bool, track: bool,
+        clamped: bool, track: bool, per_example: bool = False,
     ) -> Tensor | float:
-        """One iteration in place on the list ``s``; returns ``max|Δs|`` when ``track``."""
+        """One iteration in place on the list ``s``; returns ``max|Δs|`` when ``track`` (per example,
+        ``(B,)``, when ``per_example``)."""
         delta: Tensor | float = 0.0
         for group in self.groups(net, clamped):
             new = {k: self._update(net, k, x, s, drives, weights, nudge) for k in group}
             if track:
-                changes = torch.stack([(new[k] - s[k]).detach().abs().max() for k in group])
-                delta = torch.maximum(torch.as_tensor(delta, dtype=changes.dtype), changes.max())
+                # |Δs| in place in the difference's own buffer: one temporary per layer, not two
+                if per_example:
+                    changes = torch.stack([(new[k] - s[k]).detach().abs_().flatten(1).amax(1) for k in group])
+                    change = changes.amax(0)
+                else:
+                    change = torch.stack([(new[k] - s[k]).detach().abs_().max() for k in group]).max()
+                delta = change if isinstance(delta, float) else torch.maximum(delta, change)
             for k in group:
                 s[k] = new[k]
                 drives.changed(k + 1)
@@ -265,7 +325,9 @@ class Minimizer:
         h = net.preactivation(k + 1, x, s, weights, drives)
         beta, last = nudge.beta, len(s) - 1
         if beta == 0 or (k < last - 1) or (k == last - 1 and net.readout.in_energy):
-            return net.activate(k, h)
+            # h is this update's own tensor unless it is the layer's cached base (no feedback into k)
+            own = not (drives.enabled and not net.feedbacks[k + 1])
+            return net.activate(k, h, inplace=own and not (torch.is_grad_enabled() and h.requires_grad))
         readout = net.readout
         if k == last - 1:  # s_L under the cross-entropy read-out's nudge
             force, _ = net.readout_force(x, s, weights, nudge.target, drives)

@@ -74,19 +74,32 @@ def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator) -> None:
 
 
 class DriveCache:
-    """``(drive_I, aux_I)`` per interaction index, kept while the interaction's source is unchanged.
+    """``(drive_I, aux_I)`` per interaction index, kept while the interaction's source is unchanged,
+    and per layer k the sum ``Σ_{I→k} drive_I + b_k`` (``bases``), kept while all its sources are.
 
-    ``enabled=False`` keeps nothing (every drive and arg-max is recomputed: the reference code).
+    The base of the layer fed by the clamped input is computed once per relaxation instead of once
+    per iteration; it is the same sum in the same order as :meth:`HopfieldNetwork.preactivation`'s,
+    so the states are bit-equal. ``enabled=False`` keeps nothing (every drive and arg-max is
+    recomputed: the reference code).
     """
 
     def __init__(self, net: HopfieldNetwork, enabled: bool = True) -> None:
         self.enabled, self.outgoing = enabled, net.outgoing
+        self.targets = [interaction.target for interaction in net.interactions]
         self.values: dict[int, Drive] = {}
+        self.bases: dict[int, Tensor] = {}
 
     def changed(self, layer: int) -> None:
         """Layer ``layer`` (0 = x) was updated: the drives of the interactions it feeds are stale."""
         for i in self.outgoing[layer]:
             self.values.pop(i, None)
+            self.bases.pop(self.targets[i], None)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only the examples ``rows`` (a boolean mask or indices over the batch) of every cached
+        drive, arg-max and base: the relaxation dropped the others (:class:`~.minimize.Minimizer`)."""
+        self.values = {i: (drive[rows], None if aux is None else aux[rows]) for i, (drive, aux) in self.values.items()}
+        self.bases = {k: base[rows] for k, base in self.bases.items()}
 
 
 class HopfieldNetwork(nn.Module):
@@ -275,12 +288,14 @@ class HopfieldNetwork(nn.Module):
         """Bias ``b_k`` (0-based layer index) shaped to broadcast against ``(B, *layer_shape)``."""
         return bias.view(-1, 1, 1) if len(self.layer_shapes[k]) == 3 else bias
 
-    def activate(self, k: int, h: Tensor) -> Tensor:
-        """``clamp(h, lo_k, hi_k)`` for a hidden layer (0-based index ``k``), ``h`` itself for the output."""
+    def activate(self, k: int, h: Tensor, inplace: bool = False) -> Tensor:
+        """``clamp(h, lo_k, hi_k)`` for a hidden layer (0-based index ``k``), ``h`` itself for the output.
+
+        ``inplace``: clamp ``h`` itself (the caller owns it and needs no gradient through it)."""
         if k == len(self.layer_shapes) - 1:
             return h
         lo, hi = self.ranges[k]
-        return h.clamp(lo, hi)
+        return h.clamp_(lo, hi) if inplace else h.clamp(lo, hi)
 
     # ----------------------------------------------------------------- the pre-activation rule
     def drive(self, i: int, x: Tensor, state: State, weights: Weights, cache: DriveCache | None = None) -> Drive:
@@ -307,15 +322,24 @@ class HopfieldNetwork(nn.Module):
                 in one dtype.
             cache: drives and arg-max indices to reuse and keep (``None``: computed afresh).
         """
-        drives = [self.drive(i, x, state, weights, cache)[0] for i in self.incoming[k]]
-        h = drives[0]
-        for drive in drives[1:]:
-            h = h + drive
-        h = h + self.bias_view(k - 1, weights[k - 1][1])
+        h = cache.bases.get(k) if cache is not None else None
+        if h is None:
+            drives = [self.drive(i, x, state, weights, cache)[0] for i in self.incoming[k]]
+            h = drives[0]
+            for drive in drives[1:]:
+                h = h + drive
+            h = h + self.bias_view(k - 1, weights[k - 1][1])
+            if cache is not None and cache.enabled:
+                cache.bases[k] = h
+        fresh = False  # h is a tensor of this call's own (not a cached base): add into it in place
         for i in self.feedbacks[k]:
             interaction = self.interactions[i]
             aux = self.drive(i, x, state, weights, cache)[1] if interaction.uses_aux else None
-            h = h + interaction.feedback(state[interaction.target - 1], aux, weights[i][0], state[k - 1].shape)
+            feedback = interaction.feedback(state[interaction.target - 1], aux, weights[i][0], state[k - 1].shape)
+            if fresh and not (torch.is_grad_enabled() and (h.requires_grad or feedback.requires_grad)):
+                h.add_(feedback)
+            else:
+                h, fresh = h + feedback, True
         return h
 
     def readout_force(self, x: Tensor, state: State, weights: Weights, target: Tensor,
