@@ -1,12 +1,15 @@
 """Relaxations that stop when they have converged: the tolerance stop with a check interval.
 
-Two parts, each timed in one run (ratios, not absolute times, are what compare):
+Four parts (``--parts``), each timed in one run (ratios, not absolute times, are what compare):
 
 * ``eval``: noisy evaluation of a **trained** Hopfield network (a ``dchn_cpu`` run of the CPU recipe,
   ``--run``), under additive Gaussian weight noise σ·max|W_f| on ``--images`` test images, ``--trials``
   draws: the fixed 60-iteration relaxation (today's default), then ``eval_tolerance`` τ with the
-  residual checked every iteration (k = 1, what ``tolerance`` did before) and every k iterations.
-  Reported: seconds, mean iterations used, accuracy per trial, images whose class changed vs fixed.
+  residual checked every k iterations (k = 1: what ``tolerance`` did first), the whole batch stopping
+  together (``stop: batch``) or each example on its own (``stop: example``, the default). With
+  ``--baseline TREE`` the first row is the fixed evaluation of an earlier version of the package
+  (``TREE/src``), run in a subprocess of the same run. Reported: seconds, mean iterations per example,
+  accuracy per trial, images whose class changed vs the first row.
 * ``batched``: the same noisy evaluation (fixed 60 iterations) with the T trials in one vmapped
   relaxation (``eval.batch_trials``) against one relaxation per trial: seconds, identical accuracies.
 * ``dchn32`` (``--dchn32``): a CEP step of ``dchn32`` on random weights (batch ``--batch``, 60 + 2×15,
@@ -28,6 +31,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +60,7 @@ def batches(trainer, images: int):
 
 
 def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
+    """Seconds, accuracy per trial, mean iterations per example, predictions of a noisy evaluation."""
     method, net = trainer.method, trainer.model
     noise = build("additive_gaussian", sigma)
     accuracies, iterations, predictions = [], [], []
@@ -66,12 +75,43 @@ def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
                 pred = relaxation.state[-1].argmax(1)
                 correct += int((pred == y).sum())
                 total += y.numel()
-                iterations.append(relaxation.iterations)
+                used = getattr(relaxation, "example_iterations", None)
+                iterations += used.tolist() if used is not None else [relaxation.iterations] * y.numel()
                 preds.append(pred)
         accuracies.append(100.0 * correct / total)
         predictions.append(torch.cat(preds))
     return {"seconds": time.perf_counter() - start, "accuracy": accuracies,
             "iterations": sum(iterations) / len(iterations), "predictions": predictions}
+
+
+def _mean_iterations(relaxation) -> float:
+    """Iterations of a relaxation, per example (their mean) under the per-example stop."""
+    used = getattr(relaxation, "example_iterations", None)
+    return float(used.float().mean()) if used is not None else float(relaxation.iterations)
+
+
+def baseline_eval(tree: str, args) -> dict:
+    """The fixed-schedule noisy evaluation with the package of an earlier source tree (``tree/src``), in a
+    subprocess of this run: what the evaluation cost before (same data, draws and iteration count)."""
+    settings = json.dumps({"run": args.run, "images": args.images, "trials": args.trials, "sigma": args.sigma,
+                           "threads": args.threads})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tree) / "src"), str(Path(__file__).parent)])}
+    code = "import relax_stop; relax_stop.baseline_child()"
+    out = subprocess.run([sys.executable, "-c", code], input=settings, env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def baseline_child() -> None:
+    """Child of :func:`baseline_eval`: settings as JSON on stdin, the result as JSON on stdout's last line."""
+    settings = json.loads(sys.stdin.read())
+    torch.set_num_threads(settings["threads"])
+    trainer = load_trainer(Path(settings["run"]), "best.pt", log=lambda line: None)
+    trainer.model.eval()
+    data = list(batches(trainer, settings["images"]))
+    result = noisy_eval(trainer, trainer.method.minimizer, data, settings["trials"], settings["sigma"])
+    result["predictions"] = [p.tolist() for p in result["predictions"]]
+    print(json.dumps(result))
 
 
 def cep_steps(trainer, minimizer, data, steps: int) -> dict:
@@ -88,7 +128,7 @@ def cep_steps(trainer, minimizer, data, steps: int) -> dict:
         g = estimate("CEP", net, x, target, free.state, settings, free.input_drive)
         seconds += time.perf_counter() - start
         warm = free.state
-        used.append(free.iterations)
+        used.append(_mean_iterations(free))
         grads.append(torch.cat([t.flatten() for pair in g for t in pair]))
     return {"seconds_per_step": seconds / len(grads), "free_iterations": sum(used) / len(used), "grads": grads}
 
@@ -104,11 +144,12 @@ def dchn32_part(args) -> list[dict]:
     target = onehot(y, 10, torch.float32)
     rows = []
     print(f"\ndchn32 CEP step, batch {args.batch}, 60 + 2×15 iterations from zero, random weights")
-    print(f"{'precision / mode':<28}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}")
+    print(f"{'precision / mode':<34}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}")
     for precision in ("fp32", "bf16"):
         base = None
         stop = {"tolerance": args.tolerance, "check_every": 5}
-        modes = {"fixed, eager": {}, f"τ={args.tolerance:g} k=5, eager": stop,
+        modes = {"fixed, eager": {}, f"τ={args.tolerance:g} k=5 batch, eager": {**stop, "stop": "batch"},
+                 f"τ={args.tolerance:g} k=5 example, eager": stop,
                  f"τ={args.tolerance:g} k=5, compiled": {**stop, "compile": True}}
         for name, extra in modes.items():
             options = EnergyOptions(precision=precision, free_iterations=60, nudged_iterations=15, warm_start=False,
@@ -123,55 +164,39 @@ def dchn32_part(args) -> list[dict]:
                     free = method.free_phase(x, warm=False)
                 g = estimate("CEP", net, x, target, free.state, method.settings, free.input_drive)
                 times.append(time.perf_counter() - start)
-                grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), free.iterations
+                grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), _mean_iterations(free)
             seconds = min(times)
             base = base or (seconds, grad)
             cosine = float(torch.nn.functional.cosine_similarity(grad, base[1], dim=0))
-            print(f"{precision + ' / ' + name:<28}{seconds:>9.3f}{base[0] / seconds:>9.2f}×{iterations:>12}"
+            print(f"{precision + ' / ' + name:<34}{seconds:>9.3f}{base[0] / seconds:>9.2f}×{iterations:>12.1f}"
                   f"{cosine:>12.6f}")
             rows.append({"part": "dchn32", "precision": precision, "mode": name, "seconds_per_step": seconds,
                          "speedup": base[0] / seconds, "free_iterations": iterations, "cosine": cosine})
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="a trained dchn_cpu run directory")
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--sigma", type=float, default=0.1)
-    parser.add_argument("--tolerance", type=float, default=1e-6)
-    parser.add_argument("--every", default="1,5,10", help="check intervals k to time")
-    parser.add_argument("--steps", type=int, default=6, help="training batches of the step part")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dchn32", action="store_true", help="also time dchn32 steps, eager vs compiled")
-    parser.add_argument("--batch", type=int, default=16, help="batch of the dchn32 part")
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps per dchn32 mode (the fastest counts)")
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    trainer = load_trainer(Path(args.run), "best.pt", log=lambda line: None)
-    trainer.model.eval()
-    data = list(batches(trainer, args.images))
-    fixed_minimizer = trainer.method.minimizer
-    modes = [("fixed", fixed_minimizer)] + [
-        (f"τ={args.tolerance:g}, k={k}", dataclasses.replace(fixed_minimizer, tolerance=args.tolerance, check_every=k))
-        for k in map(int, args.every.split(","))
-    ]
+def eval_part(args, trainer, data, modes) -> list[dict]:
     rows = []
     print(f"noisy evaluation: {args.run}, σ = {args.sigma}, {args.images} images, {args.trials} trials, cap "
-          f"{trainer.method.options.eval_iterations} iterations")
-    print(f"{'mode':<18}{'seconds':>9}{'speed-up':>10}{'iterations':>12}  accuracy per trial (%)   changed")
+          f"{trainer.method.options.eval_iterations} iterations; speed-up against the first row")
+    print(f"{'mode':<26}{'seconds':>9}{'speed-up':>10}{'iterations':>12}  accuracy per trial (%)   changed")
     base = None
-    for name, minimizer in modes:
-        result = noisy_eval(trainer, minimizer, data, args.trials, args.sigma)
+    evals = [("fixed, " + args.baseline, None) if args.baseline else None] + [(name, m) for name, m in modes]
+    for name, minimizer in filter(None, evals):
+        result = (baseline_eval(args.baseline, args) if minimizer is None
+                  else noisy_eval(trainer, minimizer, data, args.trials, args.sigma))
+        result["predictions"] = [torch.as_tensor(p) for p in result["predictions"]]
         base = base or result
         changed = [int((a != b).sum()) for a, b in zip(result["predictions"], base["predictions"])]
         speed = base["seconds"] / result["seconds"]
-        print(f"{name:<18}{result['seconds']:>9.2f}{speed:>9.2f}×{result['iterations']:>12.1f}  "
+        print(f"{name:<26}{result['seconds']:>9.2f}{speed:>9.2f}×{result['iterations']:>12.1f}  "
               f"{', '.join(f'{a:.2f}' for a in result['accuracy']):<24} {changed}")
         rows.append({"part": "eval", "mode": name, "seconds": result["seconds"], "speedup": speed,
                      "iterations": result["iterations"], "accuracy": result["accuracy"], "changed": changed})
+    return rows
+
+
+def batched_part(args, trainer, data) -> list[dict]:
     noise = build("additive_gaussian", args.sigma)
     print(f"\nbatched trials (fixed {trainer.method.options.eval_iterations} iterations, T = {args.trials})")
     timed = {}
@@ -184,16 +209,19 @@ def main() -> None:
     ratio = timed[False][0] / timed[True][0]
     print(f"sequential {timed[False][0]:.2f} s, batched {timed[True][0]:.2f} s: {ratio:.2f}×, identical "
           f"{timed[False][1] == timed[True][1]} ({timed[True][1]})")
-    rows.append({"part": "batched", "sequential_seconds": timed[False][0], "batched_seconds": timed[True][0],
-                 "speedup": ratio, "identical": timed[False][1] == timed[True][1], "accuracy": timed[True][1]})
-    train_batches = []
+    return [{"part": "batched", "sequential_seconds": timed[False][0], "batched_seconds": timed[True][0],
+             "speedup": ratio, "identical": timed[False][1] == timed[True][1], "accuracy": timed[True][1]}]
+
+
+def step_part(args, trainer, modes) -> list[dict]:
+    rows, train_batches = [], []
     for x, y in trainer.train_loader.epoch(0):
         if len(train_batches) >= args.steps:
             break
         train_batches.append((x, y))
     size = len(train_batches[0][1])
     print(f"\nCEP step at 60 + 2×15 iterations, warm-started, {len(train_batches)} batches of {size}")
-    print(f"{'mode':<18}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}{'rel. diff':>11}")
+    print(f"{'mode':<26}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}{'rel. diff':>11}")
     base = None
     for name, minimizer in modes:
         result = cep_steps(trainer, minimizer, train_batches, args.steps)
@@ -202,12 +230,57 @@ def main() -> None:
                    zip(result["grads"], base["grads"])]
         diffs = [float((a - b).norm() / b.norm()) for a, b in zip(result["grads"], base["grads"])]
         speed = base["seconds_per_step"] / result["seconds_per_step"]
-        print(f"{name:<18}{result['seconds_per_step']:>9.3f}{speed:>9.2f}×{result['free_iterations']:>12.1f}"
+        print(f"{name:<26}{result['seconds_per_step']:>9.3f}{speed:>9.2f}×{result['free_iterations']:>12.1f}"
               f"{min(cosines):>12.6f}{max(diffs):>11.2e}")
         rows.append({"part": "step", "mode": name, "seconds_per_step": result["seconds_per_step"], "speedup": speed,
                      "free_iterations": result["free_iterations"], "min_cosine": min(cosines),
                      "max_relative_difference": max(diffs)})
-    if args.dchn32:
+    return rows
+
+
+PARTS = ("eval", "batched", "step", "dchn32")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a trained dchn_cpu run directory")
+    parser.add_argument("--parts", default="eval,batched,step", help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--every", default="1,5,10", help="check intervals k to time")
+    parser.add_argument("--steps", type=int, default=6, help="training batches of the step part")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dchn32", action="store_true", help="also the dchn32 part (same as adding it to --parts)")
+    parser.add_argument("--batch", type=int, default=16, help="batch of the dchn32 part")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per dchn32 mode (the fastest counts)")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also time the fixed evaluation with the package of an earlier source tree (TREE/src, "
+                             "e.g. from `git archive`), in a subprocess: the eval speed-ups are then against it")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    parts = set(args.parts.split(",")) | ({"dchn32"} if args.dchn32 else set())
+    if parts - set(PARTS):
+        parser.error(f"unknown parts {sorted(parts - set(PARTS))}; valid: {', '.join(PARTS)}")
+    torch.set_num_threads(args.threads)
+    trainer = load_trainer(Path(args.run), "best.pt", log=lambda line: None)
+    trainer.model.eval()
+    data = list(batches(trainer, args.images))
+    fixed_minimizer = trainer.method.minimizer
+    stop = functools.partial(dataclasses.replace, fixed_minimizer, tolerance=args.tolerance)
+    every = list(map(int, args.every.split(",")))
+    modes = [("fixed", fixed_minimizer)] + [
+        (f"τ={args.tolerance:g}, k={k}, batch", stop(check_every=k, per_example=False)) for k in every
+    ] + [(f"τ={args.tolerance:g}, k={k}, example", stop(check_every=k)) for k in every]
+    rows = []
+    if "eval" in parts:
+        rows += eval_part(args, trainer, data, modes)
+    if "batched" in parts:
+        rows += batched_part(args, trainer, data)
+    if "step" in parts:
+        rows += step_part(args, trainer, modes)
+    if "dchn32" in parts:
         rows += dchn32_part(args)
     write_result(args.json, "relax_stop", vars(args), rows)
     if args.json:

@@ -77,3 +77,29 @@ def test_batch_trials_with_the_tile_model_is_refused(tiny, tmp_path, capsys) -> 
     with pytest.raises(SystemExit):
         main(["evaluate", "--batch-trials", str(tmp_path / "run")])
     assert "give RUN_DIR before --batch-trials" in capsys.readouterr().err
+
+
+def test_cli_eval_tolerance_stops_the_relaxation_and_is_recorded(tiny, tmp_path, capsys) -> None:
+    ebl = tiny(model={"name": "tiny"}, method={"name": "CEP", "free_iterations": 8, "nudged_iterations": 4,
+                                                 "eval_iterations": 100}, train={"epochs": 1},
+               data={"train_subset": 128, "test_subset": 100})
+    ebl["model"].pop("hidden")
+    fit(build_config(ebl), tmp_path / "run", log=lambda s: None)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    for bad, says in ((["--eval-tolerance", "0"], "finite number > 0"),
+                      (["--eval-tolerance", "1e-6", "--check-every", "0"], "positive integer"),
+                      (["--check-every", "3"], "give --eval-tolerance")):
+        assert main(["evaluate", str(tmp_path / "run"), *bad]) == 2
+        assert says in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # refused: nothing written
+    fixed = evaluate(capsys, tmp_path / "run", tmp_path / "fixed.json")
+    path = tmp_path / "stopped.json"
+    stopped = evaluate(capsys, tmp_path / "run", path, "--eval-tolerance", "1e-7", "--check-every", "2")
+    assert json.loads(path.read_text())["relaxation"] == {"eval_tolerance": 1e-7, "check_every": 2, "stop": "example",
+                                                          "eval_iterations": 100}
+    assert [p["per_trial"] for p in stopped] == [p["per_trial"] for p in fixed]
+    code = main(["evaluate", str(tmp_path / "run"), "--eval-tolerance", "1e-6", "--trials", "1", "--strengths", "0"])
+    assert code == 0 and (tmp_path / "run" / "eval-additive_gaussian-tol1e-06-last-t1.json").exists()
+    fit(build_config(tiny(train={"epochs": 1})), tmp_path / "mlp", log=lambda s: None)
+    assert main(["evaluate", str(tmp_path / "mlp"), "--eval-tolerance", "1e-6"]) == 2
+    assert "trained with 'sgd'" in capsys.readouterr().err

@@ -116,9 +116,10 @@ def write_results(result: dict[str, Any], json_path: Path, csv_path: Path) -> No
 
 
 def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path, csv_path: Path,
-                       kind: str = "noise") -> dict[str, Any]:
+                       kind: str = "noise", relaxation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the noise (``kind="noise"``) or tile-model (``"analog"``) evaluation an ``eval`` section
-    describes on the trainer's current weights; write it."""
+    describes on the trainer's current weights; write it (with ``relaxation``, the evaluation
+    relaxation's settings when they differ from the run's, under the key ``"relaxation"``)."""
     if kind == "analog":
         result = assess_analog(trainer, evaluation.analog, trials=evaluation.trials, seed=evaluation.seed,
                                subset=evaluation.subset, calibration_images=evaluation.calibration_images)
@@ -128,6 +129,8 @@ def evaluate_and_write(trainer: Trainer, evaluation: EvalConfig, json_path: Path
                               calibration_images=evaluation.calibration_images,
                               batch_trials=evaluation.batch_trials, memory_budget=evaluation.memory_budget)
     result["checkpoint"] = evaluation.checkpoint
+    if relaxation:
+        result["relaxation"] = relaxation
     write_results(result, json_path, csv_path)
     return result
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import AnalogLearnError, Preempted
+from .errors import AnalogLearnError, ConfigError, Preempted
 
 # ---------------------------------------------------------------- train
 
@@ -107,24 +107,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(run_dirs) > 1 and (args.json or args.csv):
         raise AnalogLearnError(f"--json and --csv name the output of one run; {len(run_dirs)} runs were given "
                                "(without them, each run gets its eval-*.json and .csv)")
+    if args.check_every is not None and args.eval_tolerance is None:
+        raise AnalogLearnError("--check-every sets how often --eval-tolerance's residual is checked; give "
+                               "--eval-tolerance TAU with it")
     jobs = []
     for run_dir in run_dirs:  # every run and output checked before the first evaluation
         trainer = load_trainer(run_dir, f"{evaluation.checkpoint}.pt", log=lambda line: None)
+        relaxation = _eval_relaxation(trainer, run_dir, args.eval_tolerance, args.check_every)
         label = file_label(evaluation.noise[0]) if kind == "noise" else analog_file_label(evaluation.analog[0])
+        label += f"-tol{args.eval_tolerance:g}" if relaxation else ""
         json_path = Path(args.json) if args.json else Path(run_dir) / (
             f"eval-{label}-{evaluation.checkpoint}-t{evaluation.trials}.json")
         csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
         for path, what in ((json_path, "--json"), (csv_path, "--csv")):
             check_output_file(path, what if getattr(args, what[2:]) else "the evaluation's output")
         check_eval(evaluation, trainer.model)
-        jobs.append((run_dir, trainer, json_path, csv_path))
-    for run_dir, trainer, json_path, csv_path in jobs:
-        result = evaluate_and_write(trainer, evaluation, json_path, csv_path, kind)
+        jobs.append((run_dir, trainer, json_path, csv_path, relaxation))
+    for run_dir, trainer, json_path, csv_path, relaxation in jobs:
+        result = evaluate_and_write(trainer, evaluation, json_path, csv_path, kind, relaxation)
         if len(run_dirs) > 1:
             print(f"== {run_dir}")
         print(table(result))
         print(f"written: {json_path}, {csv_path}")
     return 0
+
+
+def _eval_relaxation(trainer: Any, run_dir: Path, tolerance: float | None,
+                     check_every: int | None) -> dict[str, Any] | None:
+    """Set ``--eval-tolerance`` / ``--check-every`` on an energy-based run's evaluation relaxation (the
+    training's own settings stay in its config); the settings to record in the output, or None."""
+    if tolerance is None:
+        return None
+    import dataclasses
+
+    method = trainer.method
+    if not hasattr(method, "eval_minimizer"):
+        raise AnalogLearnError(f"--eval-tolerance stops a Hopfield network's evaluation relaxation; {run_dir} "
+                               f"is trained with {trainer.cfg.method.name!r}, which has none")
+    every = method.eval_minimizer.check_every if check_every is None else check_every
+    try:
+        method.eval_minimizer = dataclasses.replace(method.eval_minimizer, tolerance=tolerance, check_every=every)
+    except ConfigError as err:
+        raise AnalogLearnError(f"--eval-tolerance {tolerance:g} --check-every {every}: {err}") from None
+    minimizer = method.eval_minimizer
+    return {"eval_tolerance": minimizer.tolerance, "check_every": minimizer.check_every,
+            "stop": "example" if minimizer.per_example else "batch",
+            "eval_iterations": method.options.eval_iterations}
 
 
 def expand_run_dirs(paths: list[str]) -> list[Path]:
@@ -317,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "--batch-trials=N")
     ev.add_argument("--memory-budget", type=int, metavar="BYTES",
                     help="bytes one batched pass may take (default: half the memory free on the device)")
+    ev.add_argument("--eval-tolerance", type=float, metavar="TAU",
+                    help="energy-based runs: stop each example's relaxation when an iteration moves its state by "
+                    "less than TAU (eval_iterations stays the cap; recorded in the output, whose default name "
+                    "gets -tolTAU)")
+    ev.add_argument("--check-every", type=int, metavar="K",
+                    help="with --eval-tolerance: check the residual every K iterations (default: the run's)")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="noise-model option, e.g. --option scale=tensor-max (repeatable)")
     ev.add_argument("--json", help="JSON output (default RUN_DIR/eval-<noise>-<checkpoint>-t<trials>.json)")
