@@ -181,7 +181,9 @@ class EnergyMethod(Method):
                 correct += int((free[-1].argmax(1) == yi).sum())
                 if first:
                     frees.append(free)
-                    self._add_stats(xi, free, relaxation.iterations, share)
+                    used = relaxation.example_iterations  # per example under the per-example stop: their mean
+                    self._add_stats(xi, free, float(used.float().mean()) if used is not None else relaxation.iterations,
+                                    share)
             if first:
                 first = False
                 state = [torch.cat(layer) for layer in zip(*frees)] if len(frees) > 1 else frees[0]
@@ -203,7 +205,7 @@ class EnergyMethod(Method):
         profile = relaxation_profile(self.model, x, self.options.eval_iterations, precision=self.options.precision)
         return {"relaxation.json": profile}
 
-    def _add_stats(self, x: Tensor, free: State, iterations: int, share: float) -> None:
+    def _add_stats(self, x: Tensor, free: State, iterations: float, share: float) -> None:
         """Add ``share`` × (mean energy of the free state before the step, the fractions of units at the
         bounds of their range, the free-phase iterations) to the epoch's sums."""
         with torch.no_grad():

@@ -28,7 +28,15 @@ Nudging, with the cost ``C`` of the network's read-out (γ its output gain):
 Caching (:class:`DriveCache`): the drive of each interaction, e.g. ``maxpool(conv(s_k))``, and
 its arg-max indices are computed once and reused for the feedback into s_k until s_k changes, so
 no convolution is computed twice in an iteration (the reference recomputes the indices: about a
-third more convolutions).
+third more convolutions); the sum of a layer's drives and bias is kept while its sources are
+unchanged (the input layer's: once per relaxation).
+
+Stopping: the iteration count is the cap (and, without a tolerance, the paper's fixed schedule).
+With a tolerance τ the residual ``max|Δs|`` of an iteration is measured every ``check_every``
+iterations; per example (the default), an example whose own residual is below τ keeps its state and
+leaves the batch, so a batch costs about the mean of its examples' iterations; otherwise the batch
+stops when its largest residual is below τ. Either way the state ends within about 10·τ of the fixed
+point the uncapped fixed schedule reaches (``tests/energy/test_stop.py``).
 """
 
 from __future__ import annotations
@@ -229,22 +237,19 @@ class Minimizer:
             s[-1] = clamp_output.detach().to(dtype)
         target = target.to(dtype) if target is not None else None
         x, drives = x.to(dtype), DriveCache(net, self.cache)
-        x_full = x
         if input_drive and self.cache and not differentiable and next(iter(input_drive.values()))[0].dtype == dtype:
             drives.values.update(input_drive)
         result = Relaxation(state=s, iterations=0)
         nudge = _Nudge(beta, target, self._curvature(net, weights, beta))
         iterate = _compiled(self) if self.compile else self._iterate
         per_example = self.per_example and self.tolerance is not None and not differentiable and not self.compile
-        batch, sourced = x.shape[0], None
-        rows = torch.arange(batch, device=x.device) if per_example else None  # the examples still relaxing
-        done: State | None = None  # the final states, filled in as examples stop (per-example stop)
-        used = torch.zeros(batch, dtype=torch.long, device=x.device) if per_example else None
+        leavers = _Leavers(net, x) if per_example else None
+        active_x = x
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for n in range(1, iterations + 1):
                 check = self.tolerance is not None and n % self.check_every == 0
                 track = trace or check
-                delta = iterate(net, x, s, drives, weights, nudge, clamp_output is not None, track,
+                delta = iterate(net, active_x, s, drives, weights, nudge, clamp_output is not None, track,
                                 per_example and check)
                 result.iterations += 1
                 if track:
@@ -252,39 +257,19 @@ class Minimizer:
                     result.trace.append(result.residual)
                     if self.tolerance is not None and result.residual < self.tolerance:
                         break
-                if per_example and check:
-                    stopped = delta < self.tolerance
-                    if bool(stopped.any()):
-                        if sourced is None:  # the input's drives, whole-batch, before the first drop
-                            sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
-                        done = done if done is not None else [t.clone() for t in s]
-                        index = rows[stopped]
-                        for full, t in zip(done, s):
-                            full[index] = t[stopped]
-                        used[index] = n
-                        keep = ~stopped
-                        rows, x = rows[keep], x[keep]
-                        s[:] = [t[keep] for t in s]
-                        drives.select(keep)
-                        if nudge.target is not None:
-                            nudge = dataclasses.replace(nudge, target=nudge.target[keep])
-            if done is not None:  # the examples that ran to the end (or the tolerance) join the stopped ones
-                for full, t in zip(done, s):
-                    full[rows] = t
-                used[rows] = result.iterations
-                s, x = done, x_full
-                drives = DriveCache(net, self.cache)
-                drives.values.update(sourced or {})
+                if leavers is not None and check and bool((stopped := delta < self.tolerance).any()):
+                    active_x, nudge = leavers.leave(stopped, n, active_x, s, drives, nudge)
+            if leavers is not None:
+                s = leavers.finish(s, result.iterations)
+                result.example_iterations = leavers.used
+                if leavers.done is not None:  # the cache holds the last rows only: the input's drives are whole
+                    drives = DriveCache(net, self.cache)
+                    drives.values.update(leavers.sourced)
             if not net.readout.in_energy:  # the read-out of the final s_L
                 s[-1] = net.preactivation(len(s), x, s, weights, drives)
         out_dtype = net.biases[0].dtype
         result.state = [t.to(out_dtype) for t in s]
-        if used is not None:
-            if done is None:  # no example stopped before the others
-                used[:] = result.iterations
-            result.example_iterations = used
-        if sourced is None:
-            sourced = {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
+        sourced = leavers.sourced if leavers is not None and leavers.done is not None else _input_drives(net, drives)
         result.input_drive = sourced if sourced and not differentiable else None
         return result
 
@@ -386,3 +371,50 @@ class _Nudge:
     beta: float
     target: Tensor | None
     curvature: float
+
+    def select(self, rows: Tensor) -> _Nudge:
+        """The nudge of the examples ``rows`` (a boolean mask over the batch)."""
+        return self if self.target is None else dataclasses.replace(self, target=self.target[rows])
+
+
+def _input_drives(net: HopfieldNetwork, drives: DriveCache) -> dict[int, Drive]:
+    """The cached drives of the interactions fed by the clamped input."""
+    return {i: drives.values[i] for i in net.outgoing[0] if i in drives.values}
+
+
+class _Leavers:
+    """The per-example stop's book-keeping over a batch of B: the rows still relaxing, the final states
+    of those that left, the iterations each ran, the input's drives of the whole batch."""
+
+    def __init__(self, net: HopfieldNetwork, x: Tensor) -> None:
+        self.net = net
+        self.rows = torch.arange(x.shape[0], device=x.device)
+        self.used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        self.done: State | None = None
+        self.sourced: dict[int, Drive] = {}
+
+    def leave(self, stopped: Tensor, n: int, x: Tensor, s: State, drives: DriveCache,
+              nudge: _Nudge) -> tuple[Tensor, _Nudge]:
+        """The examples ``stopped`` (mask over the active rows) leave after iteration ``n``: their states
+        are kept, ``s`` and the cache are cut to the others in place; the others' input and nudge."""
+        if self.done is None:
+            self.sourced = _input_drives(self.net, drives)
+            self.done = [t.clone() for t in s]
+        index = self.rows[stopped]
+        for full, t in zip(self.done, s):
+            full[index] = t[stopped]
+        self.used[index] = n
+        keep = ~stopped
+        self.rows = self.rows[keep]
+        s[:] = [t[keep] for t in s]
+        drives.select(keep)
+        return x[keep], nudge.select(keep)
+
+    def finish(self, s: State, iterations: int) -> State:
+        """The whole batch's final states, once the rows still active ran ``iterations``."""
+        self.used[self.rows] = iterations
+        if self.done is None:
+            return s
+        for full, t in zip(self.done, s):
+            full[self.rows] = t
+        return self.done
