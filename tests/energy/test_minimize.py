@@ -181,3 +181,51 @@ def test_compile_without_a_compiler_is_refused(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
         check_compile("cpu")
+
+
+def test_a_relaxation_vmaps_over_weight_draws_without_per_draw_fallbacks(net, batch):
+    """Every op of an update has a vmap batching rule (the in-place clamp is hardtanh_: clamp_ has none),
+    and the vmapped relaxation of two weight sets equals the two relaxations run one by one."""
+    import warnings
+
+    x, _ = batch
+    names = [name for name, _ in net.named_parameters()]
+    draws = [{n: p.detach() * scale for n, p in net.named_parameters()} for scale in (1.0, 0.8)]
+
+    def relax(params):
+        return torch.func.functional_call(_Relaxing(net), {f"net.{n}": params[n] for n in names}, (x,))
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")
+        batched = torch.func.vmap(relax)({n: torch.stack([d[n] for d in draws]) for n in names})
+    for scores, params in zip(batched, draws):
+        torch.testing.assert_close(scores, relax(params), rtol=0, atol=1e-12)
+
+
+class _Relaxing(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return Minimizer(precision="fp64").relax(self.net, x, self.net.zero_state(x.shape[0]), 20).state[-1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_max_unpool_is_max_unpool2d_bit_for_bit_with_autograd_and_vmap(dtype, size):
+    import torch.nn.functional as F
+
+    from analoglearn.energy.interactions import max_unpool
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randint(0, 3, (6, 5, *size), generator=g).to(dtype)  # many ties in each window
+    pooled, indices = F.max_pool2d(maps, 2, return_indices=True)
+    want = F.max_unpool2d(pooled, indices, 2, output_size=size)
+    assert torch.equal(max_unpool(pooled, indices, size), want)
+    leaf = pooled.clone().requires_grad_(True)
+    (max_unpool(leaf, indices, size) * want).sum().backward()
+    assert torch.equal(leaf.grad, pooled)  # the adjoint of placement reads the values back
+    stacked = torch.func.vmap(lambda p, i: max_unpool(p, i, size))(torch.stack([pooled, 2 * pooled]),
+                                                                    torch.stack([indices, indices]))
+    assert torch.equal(stacked[0], want) and torch.equal(stacked[1], 2 * want)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,24 @@ class Interaction(nn.Module):
         return -(self.drive(pre, weight)[0] * post).flatten(1).sum(1)
 
 
+_functorch_level = getattr(torch._C._functorch, "maybe_get_level", None)
+"""The functorch level of a tensor (−1: a plain tensor, outside any ``torch.func`` transform)."""
+
+
+def max_unpool(post: Tensor, indices: Tensor, size: Sequence[int]) -> Tensor:
+    """``F.max_unpool2d(post, indices, output_size=size)``: ``post`` ``(B, C, h, w)`` placed at the flat
+    arg-max ``indices`` of a ``(B, C, *size)`` zero map, as a scatter (the same values bit for bit: pure
+    placement). In place into fresh zeros, 1.2–2.5× faster than ``max_unpool2d`` on a CPU; out of
+    place under a ``torch.func`` transform such as ``vmap``, where neither ``max_unpool2d`` nor an
+    in-place scatter has a batching rule (both would loop over the vmapped dimension)."""
+    flat, where = post.flatten(2), indices.flatten(2)
+    zeros = flat.new_zeros((*flat.shape[:2], size[0] * size[1]))
+    transformed = _functorch_level is None or (
+        not torch.compiler.is_compiling() and (_functorch_level(post) != -1 or _functorch_level(indices) != -1))
+    out = torch.scatter(zeros, 2, where, flat) if transformed else zeros.scatter_(2, where, flat)
+    return out.view(*post.shape[:2], *size)
+
+
 DOWNSAMPLINGS = ("max", "avg", "stride")
 """How a :class:`ConvInteraction` maps its source's resolution onto its target's: max-pooling (with
 arg-max indices), average pooling, or the conv's stride."""
@@ -198,7 +216,7 @@ class ConvInteraction(Interaction):
     def _adjoint(self, post: Tensor, aux: Tensor | None, size: torch.Size) -> Tensor:
         """The adjoint of the pooling applied to ``post`` (``post`` itself for stride / none)."""
         if self.mode == "max":
-            return F.max_unpool2d(post, aux, self.factor, output_size=size[-2:])
+            return max_unpool(post, aux, size[-2:])
         if self.mode == "avg":
             p = self.factor
             return post.repeat_interleave(p, -2).repeat_interleave(p, -1) / (p * p)

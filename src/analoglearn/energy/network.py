@@ -38,6 +38,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -295,7 +296,8 @@ class HopfieldNetwork(nn.Module):
         if k == len(self.layer_shapes) - 1:
             return h
         lo, hi = self.ranges[k]
-        return h.clamp_(lo, hi) if inplace else h.clamp(lo, hi)
+        # in place as hardtanh_, which is clamp_ bit for bit but has a vmap batching rule (clamp_ has none)
+        return F.hardtanh_(h, lo, hi) if inplace else h.clamp(lo, hi)
 
     # ----------------------------------------------------------------- the pre-activation rule
     def drive(self, i: int, x: Tensor, state: State, weights: Weights, cache: DriveCache | None = None) -> Drive:
