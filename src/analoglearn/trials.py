@@ -27,10 +27,28 @@ its residual on the host), or trial 0's batched scores on the first test batch d
 ``predict``'s run sequentially (``predict`` is not a function of the parameters alone: train-mode
 dropout, a hidden random draw).
 
-Speed: on CPU it is not faster: about 0.5× the sequential speed (twice the time) for LeNet and VGG-11
-at T = 10, measured in one run on a loaded machine (``benchmarks/noise_eval_speed.py``; the cause was
-not profiled). The gain is expected on GPUs, where one trial's forward over a test batch leaves the
-device underused; it has not been measured. The default is therefore the sequential path.
+Folding (CPU): the vmapped pass was about 2× slower than the sequential one on CPU (LeNet 0.48×,
+VGG-11 w0.25 0.51×, ``dchn_cpu`` 0.62×). Profiled (one thread): vmap turns a batched-weight conv into
+one grouped conv plus copies and a separate bias add, BatchNorm into extra mul/add passes, the clamp
+of a relaxation into a per-trial fallback loop, and a pass of n × B examples leaves the caches (ReLU
+and the relaxation's adds 4–5× slower per element than at B). On CPU a pass therefore *folds* the
+trials into the batch dimension instead (:func:`folded_forward`, :class:`_Fold`): n trials × b
+examples, trial-major ``(n·b, ...)``; a corrupted Conv/Linear/BatchNorm runs trial t's parameters on
+trial t's rows (its own kernel, as in the sequential pass; a 2-D Linear and a relaxation's dense reads
+are one ``bmm``), and every other operator runs once on the folded batch. b = ⌈:data:`FOLD_ROWS` / n⌉
+(256 trial-examples; 128 for a relaxation, :data:`FOLD_ROWS_RELAXATION`) keeps a pass's activations
+cache-sized, and a feed-forward pass over images runs in the channels-last layout, where this CPU's
+conv and max-pool kernels are faster (:data:`CHANNELS_LAST`). Where the fold does not apply (a
+corrupted module other than those, a corrupted weight used outside its module, a reader already
+installed) or its check fails, the chunk runs vmapped as before; before the first folded pass, vmap
+runs the first 16 test examples (:data:`CHECK_EXAMPLES`) so that what vmap refuses (data-dependent
+control flow, e.g. a tolerance stop, which would couple the folded trials) still falls back. The
+check compares every trial of the first pass with ``predict`` run sequentially on those 16 examples
+(instead of trial 0 on the whole first batch: a full sequential pass when the test set is one batch).
+Measured (``benchmarks/noise_eval_speed.py --compare``, one thread, T = 10, N = 1024; the trained
+``dchn_cpu`` at T = 3 on 1000 MNIST test images, σ = 0.1), sequential / batched: see
+``benchmarks/README.md``; on a shared 2-core machine the ratios vary by ±20 % run to run. On other
+devices the vmapped pass is kept (:func:`_folds_on`): the fold has not been measured on a GPU.
 
 This module depends on nothing of :mod:`analoglearn.evaluate`, which calls it.
 """
@@ -38,6 +56,7 @@ This module depends on nothing of :mod:`analoglearn.evaluate`, which calls it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
@@ -45,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
@@ -221,28 +241,225 @@ def _guarded(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
         raise _CannotBatch(f"vmap cannot run {type(model).__name__} ({type(e).__name__}: {first})") from e
 
 
-def _check(scores: torch.Tensor, reference: torch.Tensor) -> None:
-    """Refuse the batched scores of trial 0 unless they match the sequential ``predict``'s to rounding
+def _check(scores: torch.Tensor, reference: torch.Tensor, trial: int = 0) -> None:
+    """Refuse the batched scores of a trial unless they match the sequential ``predict``'s to rounding
     (relative tolerance √eps of the dtype: 3.5e-4 in fp32, 1.5e-8 in fp64)."""
     tol = torch.finfo(reference.dtype).eps ** 0.5 if reference.is_floating_point() else 0.0
-    scale = max(1.0, float(reference.abs().max()))
+    scale = max(1.0, float(reference.abs().max())) if reference.numel() else 1.0
     same = scores.shape == reference.shape and scores.dtype == reference.dtype and scores.device == reference.device
     if not same or not torch.allclose(scores, reference, rtol=tol, atol=tol * scale):
-        raise _CannotBatch("predict is not the model's eval-mode forward (trial 0's scores differ)")
+        raise _CannotBatch(f"predict is not the model's eval-mode forward (trial {trial}'s scores differ)")
 
 
-def _count(model: nn.Module, stacked: dict[str, torch.Tensor], loader: Batches,
-           check: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-           predict: Predict | None = None) -> list[TrialAccuracy]:
-    """Top-1 and top-5 accuracy of each of the n stacked trials over ``loader`` (as ``evaluate.accuracy``
-    counts them); ``check(x, scores of trial 0)`` is called on the first batch."""
+# ----------------------------------------------------------------- the folded path
+class _CannotFold(_CannotBatch):
+    """Internal: the folded path cannot run this model or ``predict`` (the vmap path may); says why."""
+
+
+FOLD_ROWS = 256
+"""Trial-examples per folded pass of a feed-forward model: a pass runs n trials × ⌈FOLD_ROWS / n⌉
+examples of the test batch, so that it holds the activations of one sequential forward of about
+FOLD_ROWS examples, which stay in the CPU caches (module doc, Speed; measured best of 128–512)."""
+
+FOLD_ROWS_RELAXATION = 128
+"""The same for a Hopfield relaxation (its states are rewritten 60 times: measured best of 128–768)."""
+
+CHANNELS_LAST = True
+"""Whether a folded feed-forward pass over images ``(B, C, H, W)`` runs in the channels-last layout."""
+
+CHECK_EXAMPLES = 16
+"""Examples of the first test batch on which every trial of the first pass is compared with ``predict``
+run sequentially (the trial's draw applied in place)."""
+
+_CONV_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
+
+
+def _per_trial(module: nn.Module, path: str,
+               mine: dict[str, torch.Tensor]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``op(inputs, t)``: ``module``'s forward with trial t's ``mine`` ``{weight|bias: (n, *shape)}``
+    (its other parameters its own). A plain ``Conv1d/2d/3d``, ``Linear`` or ``BatchNorm`` with running
+    statistics only (evaluated in eval mode); anything else raises :class:`_CannotFold`."""
+    kind = type(module)
+    if not set(mine) <= {"weight", "bias"}:
+        raise _CannotFold(f"{kind.__name__} {path!r} has a corrupted tensor other than its weight and bias")
+
+    def param(attr: str, t: int) -> torch.Tensor | None:
+        value = mine.get(attr)
+        return getattr(module, attr) if value is None else value[t]
+
+    if kind.forward in _CONV_FORWARDS:
+        return lambda x, t: module._conv_forward(x, param("weight", t), param("bias", t))
+    if kind.forward is nn.Linear.forward:
+        def linear(x: torch.Tensor, t: int) -> torch.Tensor:
+            return F.linear(x, param("weight", t), param("bias", t))
+        linear.stacked = (mine.get("weight"), mine.get("bias"), module)  # type: ignore[attr-defined]
+        return linear
+    batchnorm = nn.modules.batchnorm._BatchNorm
+    if (isinstance(module, batchnorm) and kind.forward is batchnorm.forward and module.running_mean is not None
+            and module.running_var is not None):
+        return lambda x, t: F.batch_norm(x, module.running_mean, module.running_var, param("weight", t),
+                                         param("bias", t), False, 0.0, module.eps)
+    raise _CannotFold(f"no per-trial forward for {kind.__name__} {path!r}")
+
+
+class _Fold:
+    """n stacked trials folded into the batch dimension: inputs ``(n·b, ...)`` (trial-major), every module
+    that owns a corrupted parameter running trial t's parameters on rows ``t·b … (t+1)·b − 1``.
+
+    A feed-forward model's corrupted modules get a per-trial forward (:func:`_per_trial`); a Hopfield
+    network's interaction weights are read per trial through :func:`~analoglearn.energy.interactions.reading`
+    (every product of a relaxation goes through ``read``). Every other operator (ReLU, pooling,
+    BatchNorm with shared parameters, the relaxation's sums and clamps, max-unpooling) runs once on
+    the folded batch, with the same kernel per example as one trial's sequential pass.
+    """
+
+    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        self.n, self.rows = len(next(iter(params.values()))), 0
+        self.sites: dict[nn.Module, torch.Tensor] = {}
+        self._cast: dict[tuple[nn.Module, torch.dtype, torch.device], torch.Tensor] = {}
+        rest = dict(params)
+        if getattr(model, "layer_shapes", None) is not None:  # a Hopfield network: its products go through read
+            from .analog.read import linear_transposed
+            from .energy.interactions import Interaction, _local
+
+            self._dense_ops = {F.linear: True, linear_transposed: False}  # op: is it the forward read
+
+            if getattr(_local, "readers", None):
+                raise _CannotFold("a reader is already routing the network's products")
+            names = {id(p): name for name, p in model.named_parameters()}
+            for site in model.modules():
+                if isinstance(site, Interaction) and names.get(id(site.weight)) in rest:
+                    self.sites[site] = rest.pop(names[id(site.weight)])
+        owned: dict[str, dict[str, torch.Tensor]] = {}
+        for name, value in rest.items():
+            path, _, attr = name.rpartition(".")
+            owned.setdefault(path, {})[attr] = value
+        self.modules = [(module, _per_trial(module, path, mine))
+                        for path, mine in owned.items() for module in [model.get_submodule(path)]]
+
+    def split(self, x: object) -> tuple[torch.Tensor, ...]:
+        """The n per-trial blocks of rows of a folded input."""
+        if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] != self.n * self.rows:
+            raise _CannotFold("a corrupted module was called on something other than the folded batch")
+        return x.split(self.rows)
+
+    def read(self, op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+             site: nn.Module) -> torch.Tensor:
+        """The reader of :func:`~analoglearn.energy.interactions.reading`: trial t's weight (cast as the
+        relaxation casts its own) on trial t's rows."""
+        stacked = self.sites.get(site)
+        if stacked is None:
+            return op(x, weight)
+        key = (site, weight.dtype, weight.device)
+        if key not in self._cast:
+            self._cast[key] = stacked.to(dtype=weight.dtype, device=weight.device)
+        w = self._cast[key]
+        parts = self.split(x)
+        if x.dim() == 2 and op in self._dense_ops:  # dense: one bmm, no concatenation
+            return self._dense(x, w, self._dense_ops[op])
+        return torch.cat([op(part, w[t]) for t, part in enumerate(parts)])
+
+    def _forward(self, op: Callable[[torch.Tensor, int], torch.Tensor]) -> Callable[..., torch.Tensor]:
+        stacked = getattr(op, "stacked", None)  # a Linear: one bmm over the trials for 2-D inputs
+
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if args or kwargs:
+                raise _CannotFold("a corrupted module was called with more than one input")
+            parts = self.split(x)
+            if stacked is not None and x.dim() == 2:
+                weight, bias, module = stacked
+                return self._dense(x, module.weight if weight is None else weight, True,
+                                   module.bias if bias is None else bias)
+            return torch.cat([op(part, t) for t, part in enumerate(parts)])
+        return forward
+
+    def _dense(self, x: torch.Tensor, weight: torch.Tensor, forward: bool,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The n dense products of folded ``x`` ``(n·b, N)`` in one ``bmm``: ``x_t·W_tᵀ (+ b_t)`` (``forward``,
+        ``F.linear``) or ``x_t·W_t`` (the transposed read); ``weight`` ``(n, out, in)`` or one shared
+        ``(out, in)``, ``bias`` ``(n, out)``, ``(out,)`` or None. Written into one tensor: no concatenation."""
+        w = weight if weight.dim() == 3 else weight.expand(self.n, *weight.shape)
+        w = w.transpose(1, 2) if forward else w
+        xs = x.reshape(self.n, self.rows, x.shape[-1])
+        if bias is None:
+            y = torch.bmm(xs, w)
+        else:
+            b = bias if bias.dim() == 2 else bias.expand(self.n, bias.shape[-1])
+            y = torch.baddbmm(b.unsqueeze(1), xs, w)
+        return y.view(self.n * self.rows, y.shape[-1])
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The per-trial forwards (instance attributes shadowing the class's) and reader, inside the block."""
+        saved = [(m, m.__dict__.get("forward")) for m, _ in self.modules]
+        try:
+            for module, op in self.modules:
+                module.__dict__["forward"] = self._forward(op)
+            if self.sites:
+                from .energy.interactions import reading
+
+                with reading(self.read):
+                    yield
+            else:
+                yield
+        finally:
+            for module, old in saved:
+                if old is None:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = old
+
+
+def folded_forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                   predict: Predict | None = None, *, rows: int | None = None) -> torch.Tensor:
+    """Scores ``(n, B, K)`` of ``predict`` (default: ``model``'s eval-mode forward) on ``x`` ``(B, ...)``
+    with each of the n parameter sets ``params`` ``{name: (n, *shape)}``, as :func:`batched_forward`,
+    the trials folded into the batch dimension (:class:`_Fold`) instead of vmapped: ``rows`` examples
+    of ``x`` at a time (default all), each pass running ``predict`` once on ``n·rows`` examples.
+
+    Raises :class:`_CannotFold` (a :class:`_CannotBatch`) where the fold does not apply (a corrupted
+    parameter outside a plain Conv/Linear/BatchNorm or a Hopfield interaction weight, a corrupted
+    module not called on the folded batch), and what ``predict`` raises.
+    """
+    fold = _Fold(model, params)
+    run = model if predict is None else predict
+    rows = x.shape[0] if rows is None else max(1, int(rows))
+    layout = torch.channels_last if predict is None and x.dim() == 4 and CHANNELS_LAST else torch.contiguous_format
+    out = []
+    with _eval_mode(model), fold.installed():
+        for part in x.split(rows):
+            b = fold.rows = part.shape[0]
+            folded = part.unsqueeze(0).expand(fold.n, *part.shape).reshape(fold.n * b, *part.shape[1:])
+            scores = run(folded.contiguous(memory_format=layout))
+            if not isinstance(scores, torch.Tensor) or scores.dim() == 0 or scores.shape[0] != fold.n * b:
+                raise _CannotFold("predict's scores are not one row per folded example")
+            out.append(scores.view(fold.n, b, *scores.shape[1:]))
+    return out[0] if len(out) == 1 else torch.cat(out, 1)
+
+
+def _folded(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, predict: Predict | None,
+            rows: int) -> torch.Tensor:
+    """:func:`folded_forward`, its failures turned into :class:`_CannotFold`."""
+    try:
+        return folded_forward(model, params, x, predict, rows=rows)
+    except _CannotFold:
+        raise
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise _CannotFold(f"the folded forward failed ({type(e).__name__}: {first})") from e
+
+
+def _count(score: Callable[[torch.Tensor], torch.Tensor], loader: Batches,
+           check: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> list[TrialAccuracy]:
+    """Top-1 and top-5 accuracy of each of the n trials scored by ``score(x) -> (n, B, K)`` over ``loader``
+    (as ``evaluate.accuracy`` counts them); ``check(x, scores)`` is called on the first batch."""
     right = right5 = None
     count = 0
     many = False
     for x, y in loader:
-        scores = _guarded(model, stacked, x, predict)  # (n, B, K)
+        scores = score(x)  # (n, B, K)
         if check is not None and right is None:
-            check(x, scores[0])
+            check(x, scores)
         y = y.to(scores.device)
         hits = (scores.argmax(-1) == y).sum(-1)
         right = hits if right is None else right + hits
@@ -258,10 +475,17 @@ def _count(model: nn.Module, stacked: dict[str, torch.Tensor], loader: Batches,
             for r, r5 in zip(right.tolist(), tops5)]
 
 
+def _folds_on(device: torch.device) -> bool:
+    """Whether the batched trials fold on ``device``: on CPU, where the fold was measured faster than vmap
+    (module doc, Speed); elsewhere vmap, as before (the fold is unmeasured there)."""
+    return device.type == "cpu"
+
+
 @torch.no_grad()
 def _batched_trials(predict: Predict, model: nn.Module, loader: Batches, noise_model: NoiseModel,
                     seeds: Sequence[int], limit: int, memory_budget: int | None) -> list[TrialAccuracy]:
-    """The accuracies of the trials ``seeds``, at most ``limit`` (and what fits the budget) per pass."""
+    """The accuracies of the trials ``seeds``, at most ``limit`` (and what fits the budget) per pass:
+    folded on CPU (vmapped where the fold does not apply or its check fails), vmapped elsewhere."""
     first = next(iter(loader), None)
     if first is None:
         raise ConfigError("cannot measure accuracy on an empty loader.")
@@ -276,15 +500,34 @@ def _batched_trials(predict: Predict, model: nn.Module, loader: Batches, noise_m
         raise ConfigError(f"batch_trials: one trial needs about {per_trial} bytes, more than the memory "
                           f"budget of {budget} bytes; raise memory_budget or set batch_trials to false.")
 
-    def check(x: torch.Tensor, scores: torch.Tensor) -> None:  # trial 0 on the first batch, both ways
-        with noise_model.applied(model, torch.Generator().manual_seed(seeds[0])):
-            _check(scores, predict(x))
+    def check_of(chunk: Sequence[int]) -> Callable[[torch.Tensor, torch.Tensor], None]:
+        def check(x: torch.Tensor, scores: torch.Tensor) -> None:  # each trial on a slice of the first batch
+            k = min(CHECK_EXAMPLES, x.shape[0])
+            for t, s in enumerate(chunk):
+                with noise_model.applied(model, torch.Generator().manual_seed(s)):
+                    _check(scores[t, :k], predict(x[:k]), t)
+        return check
 
     forward = None if getattr(model, "layer_shapes", None) is None else predict  # Hopfield: relax, not call
+    fold, checked = _folds_on(device), {"fold": False, "vmap": False}
     results: list[TrialAccuracy] = []
     for start in range(0, len(seeds), n):
-        stacked = draw_trials(model, noise_model, seeds[start : start + n])
-        results += _count(model, stacked, loader, check if start == 0 else None, forward)
+        chunk = seeds[start : start + n]
+        stacked = draw_trials(model, noise_model, chunk)
+        if fold:
+            if not checked["fold"]:  # vmap must run it (no data-dependent control flow across the batch)
+                _guarded(model, stacked, first[0][:CHECK_EXAMPLES], forward)
+            rows = max(1, -(-(FOLD_ROWS if forward is None else FOLD_ROWS_RELAXATION) // len(chunk)))
+            try:
+                results += _count(functools.partial(_folded, model, stacked, predict=forward, rows=rows), loader,
+                                  None if checked["fold"] else check_of(chunk))
+                checked["fold"] = True
+                continue
+            except _CannotBatch:  # the fold does not apply, or its scores are not predict's: try vmap
+                fold = False
+        results += _count(functools.partial(_guarded, model, stacked, predict=forward), loader,
+                          None if checked["vmap"] else check_of(chunk))
+        checked["vmap"] = True
     return results
 
 
