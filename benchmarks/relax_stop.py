@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import subprocess
@@ -64,6 +65,8 @@ def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
     method, net = trainer.method, trainer.model
     noise = build("additive_gaussian", sigma)
     accuracies, iterations, predictions = [], [], []
+    # as method.predict relaxes (no arg-max indices of the input's max-pool), where the package has it
+    evaluating = {"input_indices": False} if "input_indices" in inspect.signature(method.free_phase).parameters else {}
     start = time.perf_counter()
     for trial in range(trials):
         generator = torch.Generator().manual_seed(trial_seed(0, noise.label, sigma, trial))
@@ -71,7 +74,8 @@ def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
         preds = []
         with torch.no_grad(), noise.applied(net, generator):
             for x, y in data:
-                relaxation = method.free_phase(x, method.options.eval_iterations, warm=False, minimizer=minimizer)
+                relaxation = method.free_phase(x, method.options.eval_iterations, warm=False, minimizer=minimizer,
+                                               **evaluating)
                 pred = relaxation.state[-1].argmax(1)
                 correct += int((pred == y).sum())
                 total += y.numel()
@@ -167,7 +171,7 @@ def dchn32_part(args) -> list[dict]:
                 grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), _mean_iterations(free)
             seconds = min(times)
             base = base or (seconds, grad)
-            cosine = float(torch.nn.functional.cosine_similarity(grad, base[1], dim=0))
+            cosine = float(torch.nn.functional.cosine_similarity(grad.double(), base[1].double(), dim=0))
             print(f"{precision + ' / ' + name:<34}{seconds:>9.3f}{base[0] / seconds:>9.2f}×{iterations:>12.1f}"
                   f"{cosine:>12.6f}")
             rows.append({"part": "dchn32", "precision": precision, "mode": name, "seconds_per_step": seconds,
@@ -182,9 +186,14 @@ def eval_part(args, trainer, data, modes) -> list[dict]:
     print(f"{'mode':<26}{'seconds':>9}{'speed-up':>10}{'iterations':>12}  accuracy per trial (%)   changed")
     base = None
     evals = [("fixed, " + args.baseline, None) if args.baseline else None] + [(name, m) for name, m in modes]
-    for name, minimizer in filter(None, evals):
-        result = (baseline_eval(args.baseline, args) if minimizer is None
-                  else noisy_eval(trainer, minimizer, data, args.trials, args.sigma))
+    evals = list(filter(None, evals))
+    timed: dict[str, list[dict]] = {name: [] for name, _ in evals}
+    for _ in range(args.rounds):  # round-robin, the fastest round of each mode counts: a shared machine's load
+        for name, minimizer in evals:  # drifts over minutes
+            timed[name].append(baseline_eval(args.baseline, args) if minimizer is None
+                               else noisy_eval(trainer, minimizer, data, args.trials, args.sigma))
+    for name, _ in evals:
+        result = min(timed[name], key=lambda r: r["seconds"])
         result["predictions"] = [torch.as_tensor(p) for p in result["predictions"]]
         base = base or result
         changed = [int((a != b).sum()) for a, b in zip(result["predictions"], base["predictions"])]
@@ -226,7 +235,7 @@ def step_part(args, trainer, modes) -> list[dict]:
     for name, minimizer in modes:
         result = cep_steps(trainer, minimizer, train_batches, args.steps)
         base = base or result
-        cosines = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in
+        cosines = [float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0)) for a, b in
                    zip(result["grads"], base["grads"])]
         diffs = [float((a - b).norm() / b.norm()) for a, b in zip(result["grads"], base["grads"])]
         speed = base["seconds_per_step"] / result["seconds_per_step"]
@@ -258,6 +267,8 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="TREE",
                         help="also time the fixed evaluation with the package of an earlier source tree (TREE/src, "
                              "e.g. from `git archive`), in a subprocess: the eval speed-ups are then against it")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of the eval part (all modes in turn; the fastest round of each counts)")
     parser.add_argument("--json")
     args = parser.parse_args()
     parts = set(args.parts.split(",")) | ({"dchn32"} if args.dchn32 else set())

@@ -229,3 +229,34 @@ def test_max_unpool_is_max_unpool2d_bit_for_bit_with_autograd_and_vmap(dtype, si
     stacked = torch.func.vmap(lambda p, i: max_unpool(p, i, size))(torch.stack([pooled, 2 * pooled]),
                                                                     torch.stack([indices, indices]))
     assert torch.equal(stacked[0], want) and torch.equal(stacked[1], 2 * want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("factor, size", [(2, (8, 8)), (2, (7, 9)), (3, (9, 10))])
+def test_max_pool_values_are_max_pool2d_bit_for_bit(dtype, factor, size):
+    import torch.nn.functional as F
+
+    from analoglearn.energy.interactions import max_pool_values
+
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn((3, 4, *size), generator=g).to(dtype)
+    maps[0, 0, 0, 0] = float("nan")
+    got, want = max_pool_values(maps, factor), F.max_pool2d(maps, factor)
+    assert got.is_contiguous() and torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert torch.equal(got.isnan(), want.isnan())
+
+
+@pytest.mark.parametrize("every", [None, 3])
+def test_an_evaluation_relaxation_without_input_indices_is_bit_equal(every):
+    from analoglearn.energy.methods import EnergyMethod, EnergyOptions
+
+    net = make_net(dtype=torch.float32)
+    x, _ = make_batch(6, dtype=torch.float32)
+    options = EnergyOptions(eval_iterations=40, eval_tolerance=1e-6 if every else None, check_every=every or 1)
+    method = EnergyMethod("CEP", net, options)
+    with_indices = method.eval_minimizer.relax(net, x, net.zero_state(6), 40)
+    without = method.eval_minimizer.relax(net, x, net.zero_state(6), 40, input_indices=False)
+    assert with_indices.input_drive is not None and without.input_drive is None
+    for a, b in zip(with_indices.state, without.state):
+        assert torch.equal(a, b)
+    assert torch.equal(method.predict(x), with_indices.state[-1])

@@ -105,8 +105,11 @@ class Interaction(nn.Module):
         """The weight parameter ``W``."""
         raise NotImplementedError
 
-    def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(drive(pre; W), aux)``: the input fed to the target, shaped like the target layer."""
+    def drive(self, pre: Tensor, weight: Tensor, indices: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``(drive(pre; W), aux)``: the input fed to the target, shaped like the target layer.
+
+        ``indices=False``: the caller will not use ``aux`` (no feedback into the source, no weight
+        gradient), which may then be ``None`` and skipped (max-pooling's arg-max)."""
         raise NotImplementedError
 
     def feedback(self, post: Tensor, aux: Tensor | None, weight: Tensor, pre_shape: torch.Size) -> Tensor:
@@ -138,6 +141,18 @@ def max_unpool(post: Tensor, indices: Tensor, size: Sequence[int]) -> Tensor:
         not torch.compiler.is_compiling() and (_functorch_level(post) != -1 or _functorch_level(indices) != -1))
     out = torch.scatter(zeros, 2, where, flat) if transformed else zeros.scatter_(2, where, flat)
     return out.view(*post.shape[:2], *size)
+
+
+def max_pool_values(y: Tensor, factor: int) -> Tensor:
+    """``F.max_pool2d(y, factor)``'s values (bit for bit, NaN included) as an elementwise maximum of the
+    ``factor²`` strided views of ``y`` ``(B, C, H, W)``: no arg-max, 4–8× faster on this CPU."""
+    h, w = y.shape[-2] // factor * factor, y.shape[-1] // factor * factor
+    out = y[..., 0:h:factor, 0:w:factor]
+    for di in range(factor):
+        for dj in range(factor):
+            if di or dj:
+                out = torch.maximum(out, y[..., di:h:factor, dj:w:factor])
+    return out.contiguous()
 
 
 DOWNSAMPLINGS = ("max", "avg", "stride")
@@ -204,11 +219,13 @@ class ConvInteraction(Interaction):
     def extra_repr(self) -> str:
         return f"source={self.source}, target={self.target}, factor={self.factor}, mode={self.mode!r}"
 
-    def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(down_p(conv(pre)), arg-max indices or None)``, each ``(B, C_out, H/p, W/p)``."""
+    def drive(self, pre: Tensor, weight: Tensor, indices: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``(down_p(conv(pre)), arg-max indices or None)``, each ``(B, C_out, H/p, W/p)`` (no indices
+        with ``indices=False``: the max-pool's values alone, :func:`max_pool_values`)."""
         y = read(self.drive_op, pre, weight, self)
         if self.mode == "max":
-            return F.max_pool2d(y, self.factor, return_indices=True)
+            return F.max_pool2d(y, self.factor, return_indices=True) if indices else (max_pool_values(y, self.factor),
+                                                                                   None)
         if self.mode == "avg":
             return F.avg_pool2d(y, self.factor), None
         return y, None
@@ -271,7 +288,7 @@ class DenseInteraction(Interaction):
         """``linear.weight``, ``(n_out, n_in)``."""
         return self.linear.weight
 
-    def drive(self, pre: Tensor, weight: Tensor) -> tuple[Tensor, None]:
+    def drive(self, pre: Tensor, weight: Tensor, indices: bool = True) -> tuple[Tensor, None]:
         """``(W · flatten(pre), None)``, ``(B, n_out)``."""
         return read(F.linear, pre.flatten(1), weight, self), None
 

@@ -147,12 +147,15 @@ class EnergyMethod(Method):
         return self.model.zero_state(x.shape[0], device=x.device)
 
     def free_phase(self, x: Tensor, iterations: int | None = None, *, warm: bool = True,
-                   init: State | None = None, minimizer: Minimizer | None = None) -> Relaxation:
-        """Relax the free network from ``init``, else the warm state (or zero with ``warm=False``)."""
+                   init: State | None = None, minimizer: Minimizer | None = None,
+                   input_indices: bool = True) -> Relaxation:
+        """Relax the free network from ``init``, else the warm state (or zero with ``warm=False``);
+        ``input_indices=False`` for an evaluation (:meth:`Minimizer.relax`)."""
         if init is None:
             init = self._initial_state(x) if warm else self.model.zero_state(x.shape[0], device=x.device)
         minimizer = minimizer or self.minimizer
-        return minimizer.relax(self.model, x, init, iterations or self.options.free_iterations)
+        return minimizer.relax(self.model, x, init, iterations or self.options.free_iterations,
+                               input_indices=input_indices)
 
     def closure(self, x: Tensor, y: Tensor, scaler: GradScaler | None = None) -> Closure:
         """The batch's closure: free phase at the current weights, ``ĝ`` (``S·ĝ`` under ``scaler``)
@@ -198,7 +201,8 @@ class EnergyMethod(Method):
     def predict(self, x: Tensor) -> Tensor:
         """Output ``(B, K)`` after ``eval_iterations`` (the cap under ``eval_tolerance``) of free relaxation
         from zero."""
-        return self.free_phase(x, self.options.eval_iterations, warm=False, minimizer=self.eval_minimizer).state[-1]
+        return self.free_phase(x, self.options.eval_iterations, warm=False, minimizer=self.eval_minimizer,
+                               input_indices=False).state[-1]
 
     def final_artifacts(self, x: Tensor) -> dict[str, Any]:
         """``relaxation.json``: residual and energy per iteration of both schedules on ``x``, from zero."""

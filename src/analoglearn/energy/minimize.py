@@ -210,6 +210,7 @@ class Minimizer:
         differentiable: bool = False,
         trace: bool = False,
         input_drive: dict[int, Drive] | None = None,
+        input_indices: bool = True,
     ) -> Relaxation:
         """Minimise ``E`` (or ``E + β·C`` with ``C = ½‖o − target‖²``) from ``state``.
 
@@ -225,6 +226,10 @@ class Minimizer:
             trace: record ``max|Δs|`` at every iteration.
             input_drive: ``Relaxation.input_drive`` of an earlier relaxation of the same input with
                 the same weights and precision: the input layer's conv and max-pool are not recomputed.
+            input_indices: ``False`` when nothing will take a weight gradient at this state (an
+                evaluation): the max-pools of the drives from the clamped input keep their values only
+                (no feedback flows into the input, so the relaxation never reads their arg-max), and the
+                result has no ``input_drive``.
         """
         dtype = check_precision(self.precision, x.device)
         if clamp_output is not None and not net.readout.in_energy:
@@ -237,6 +242,7 @@ class Minimizer:
             s[-1] = clamp_output.detach().to(dtype)
         target = target.to(dtype) if target is not None else None
         x, drives = x.to(dtype), DriveCache(net, self.cache)
+        drives.input_indices = input_indices
         if input_drive and self.cache and not differentiable and next(iter(input_drive.values()))[0].dtype == dtype:
             drives.values.update(input_drive)
         result = Relaxation(state=s, iterations=0)
@@ -264,13 +270,14 @@ class Minimizer:
                 result.example_iterations = leavers.used
                 if leavers.done is not None:  # the cache holds the last rows only: the input's drives are whole
                     drives = DriveCache(net, self.cache)
+                    drives.input_indices = input_indices
                     drives.values.update(leavers.sourced)
             if not net.readout.in_energy:  # the read-out of the final s_L
                 s[-1] = net.preactivation(len(s), x, s, weights, drives)
         out_dtype = net.biases[0].dtype
         result.state = [t.to(out_dtype) for t in s]
         sourced = leavers.sourced if leavers is not None and leavers.done is not None else _input_drives(net, drives)
-        result.input_drive = sourced if sourced and not differentiable else None
+        result.input_drive = sourced if sourced and not differentiable and input_indices else None
         return result
 
     @staticmethod

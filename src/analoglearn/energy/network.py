@@ -87,8 +87,10 @@ class DriveCache:
     def __init__(self, net: HopfieldNetwork, enabled: bool = True) -> None:
         self.enabled, self.outgoing = enabled, net.outgoing
         self.targets = [interaction.target for interaction in net.interactions]
+        self.sources = [interaction.source for interaction in net.interactions]
         self.values: dict[int, Drive] = {}
         self.bases: dict[int, Tensor] = {}
+        self.input_indices = True  # False: the drives from the clamped input skip their arg-max indices
 
     def changed(self, layer: int) -> None:
         """Layer ``layer`` (0 = x) was updated: the drives of the interactions it feeds are stale."""
@@ -98,8 +100,12 @@ class DriveCache:
 
     def select(self, rows: Tensor) -> None:
         """Keep only the examples ``rows`` (a boolean mask or indices over the batch) of every cached
-        drive, arg-max and base: the relaxation dropped the others (:class:`~.minimize.Minimizer`)."""
-        self.values = {i: (drive[rows], None if aux is None else aux[rows]) for i, (drive, aux) in self.values.items()}
+        drive, arg-max and base: the relaxation dropped the others (:class:`~.minimize.Minimizer`).
+
+        A drive from the clamped input whose target's base is cached is no longer read (the base holds
+        it, and no feedback flows into the input): it is dropped rather than cut."""
+        self.values = {i: (drive[rows], None if aux is None else aux[rows]) for i, (drive, aux) in self.values.items()
+                       if not (self.sources[i] == 0 and self.targets[i] in self.bases)}
         self.bases = {k: base[rows] for k, base in self.bases.items()}
 
 
@@ -306,7 +312,8 @@ class HopfieldNetwork(nn.Module):
             return cache.values[i]
         interaction = self.interactions[i]
         pre = x if interaction.source == 0 else state[interaction.source - 1]
-        value = interaction.drive(pre, weights[i][0])
+        indices = interaction.source != 0 or cache is None or cache.input_indices
+        value = interaction.drive(pre, weights[i][0], indices)
         if cache is not None and cache.enabled:
             cache.values[i] = value
         return value
