@@ -149,7 +149,7 @@ def dchn32_part(args) -> list[dict]:
     rows = []
     print(f"\ndchn32 CEP step, batch {args.batch}, 60 + 2×15 iterations from zero, random weights")
     print(f"{'precision / mode':<34}{'s/step':>9}{'speed-up':>10}{'free iters':>12}{'cosine':>12}")
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions.split(","):
         base = None
         stop = {"tolerance": args.tolerance, "check_every": 5}
         modes = {"fixed, eager": {}, f"τ={args.tolerance:g} k=5 batch, eager": {**stop, "stop": "batch"},
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dchn32", action="store_true", help="also the dchn32 part (same as adding it to --parts)")
     parser.add_argument("--batch", type=int, default=16, help="batch of the dchn32 part")
+    parser.add_argument("--precisions", default="fp32,bf16", help="relaxation precisions of the dchn32 part")
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per dchn32 mode (the fastest counts)")
     parser.add_argument("--baseline", metavar="TREE",
                         help="also time the fixed evaluation with the package of an earlier source tree (TREE/src, "

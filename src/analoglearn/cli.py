@@ -340,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bn", default="keep", help="BatchNorm statistics under noise: keep or recalibrate")
     ev.add_argument("--seed", type=int, default=0, help="seed of the noise draws (same seed: paired comparisons)")
     ev.add_argument("--batch-trials", nargs="?", const=True, default=False, type=trials_per_pass, metavar="N",
-                    help="run the trials in vmapped passes, all (or at most N) per pass as memory allows: the "
-                    "same numbers; meant for GPUs (on CPU about twice as slow). Give it after RUN_DIR or as "
-                    "--batch-trials=N")
+                    help="run the trials together, all (or at most N) per pass as memory allows: the same "
+                    "numbers (vmapped on a GPU; folded into the batch on a CPU, about as fast as one pass per "
+                    "trial). Give it after RUN_DIR or as --batch-trials=N")
     ev.add_argument("--memory-budget", type=int, metavar="BYTES",
                     help="bytes one batched pass may take (default: half the memory free on the device)")
     ev.add_argument("--eval-tolerance", type=float, metavar="TAU",

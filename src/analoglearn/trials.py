@@ -17,7 +17,9 @@ parameters, A the test batch plus every leaf module's output on it (for a Hopfie
 modules are never called, eight copies of its state: states, updates, drives, feedbacks), doubled
 for the operators' temporaries. A pass holds n = min(batch_trials, T, budget // M) trials, the budget being
 ``memory_budget`` bytes or half the memory free on the model's device (:func:`default_memory_budget`);
-a budget below one trial is refused.
+a budget below one trial is refused. M is the vmapped pass's cost (measured at 0.2–0.7 of it,
+``benchmarks/memory.py``); the folded pass of a CPU (below) holds ⌈256/n⌉ examples per trial at a
+time and measured 6–20× below n·M at T = 10, so there the budget errs on the safe side.
 
 Fallback: the trials run one pass each, with a :class:`BatchedTrialsWarning` saying why, when the
 corruption is not a plain weight draw (the analog tile model, a noise model that overrides
