@@ -14,29 +14,8 @@ import analoglearn.nets  # noqa: F401  (registers the models)
 from analoglearn import trials
 from analoglearn.evaluate import noisy_accuracy, trial_seed
 from analoglearn.noise import AdditiveGaussian, from_config
-from analoglearn.registry import MODELS
 from analoglearn.trials import BatchedTrialsWarning, draw_trials, folded_forward
-
-NETS = {
-    "mlp": ({"hidden": [24, 16]}, (1, 8, 8)),
-    "lenet": ({"width": 0.5}, (1, 16, 16)),
-    "vgg11": ({"width": 0.125}, (3, 16, 16)),
-}
-
-
-def net(name, dtype=torch.float64):
-    options, shape = NETS[name]
-    g = torch.Generator().manual_seed(0)
-    model = MODELS.create(name, MODELS.build_options(name, options), in_shape=shape, num_classes=10, generator=g)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-    model = model.to(dtype).eval()
-    x = torch.randn(70, *shape, generator=g, dtype=dtype)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, [(x[i : i + 32], y[i : i + 32]) for i in range(0, 70, 32)]
+from test_evaluate_batched import NETS, net  # the same small models and clean-labelled batches
 
 
 def spy(monkeypatch):
