@@ -88,12 +88,6 @@ def noisy_eval(trainer, minimizer, data, trials: int, sigma: float) -> dict:
             "iterations": sum(iterations) / len(iterations), "predictions": predictions}
 
 
-def _mean_iterations(relaxation) -> float:
-    """Iterations of a relaxation, per example (their mean) under the per-example stop."""
-    used = getattr(relaxation, "example_iterations", None)
-    return float(used.float().mean()) if used is not None else float(relaxation.iterations)
-
-
 def baseline_eval(tree: str, args) -> dict:
     """The fixed-schedule noisy evaluation with the package of an earlier source tree (``tree/src``), in a
     subprocess of this run: what the evaluation cost before (same data, draws and iteration count)."""
@@ -132,7 +126,7 @@ def cep_steps(trainer, minimizer, data, steps: int) -> dict:
         g = estimate("CEP", net, x, target, free.state, settings, free.input_drive)
         seconds += time.perf_counter() - start
         warm = free.state
-        used.append(_mean_iterations(free))
+        used.append(free.mean_iterations)
         grads.append(torch.cat([t.flatten() for pair in g for t in pair]))
     return {"seconds_per_step": seconds / len(grads), "free_iterations": sum(used) / len(used), "grads": grads}
 
@@ -168,7 +162,7 @@ def dchn32_part(args) -> list[dict]:
                     free = method.free_phase(x, warm=False)
                 g = estimate("CEP", net, x, target, free.state, method.settings, free.input_drive)
                 times.append(time.perf_counter() - start)
-                grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), _mean_iterations(free)
+                grad, iterations = torch.cat([t.flatten() for pair in g for t in pair]), free.mean_iterations
             seconds = min(times)
             base = base or (seconds, grad)
             cosine = float(torch.nn.functional.cosine_similarity(grad.double(), base[1].double(), dim=0))

@@ -184,9 +184,7 @@ class EnergyMethod(Method):
                 correct += int((free[-1].argmax(1) == yi).sum())
                 if first:
                     frees.append(free)
-                    used = relaxation.example_iterations  # per example under the per-example stop: their mean
-                    self._add_stats(xi, free, float(used.float().mean()) if used is not None else relaxation.iterations,
-                                    share)
+                    self._add_stats(xi, free, relaxation.mean_iterations, share)
             if first:
                 first = False
                 state = [torch.cat(layer) for layer in zip(*frees)] if len(frees) > 1 else frees[0]

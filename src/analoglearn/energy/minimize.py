@@ -121,6 +121,12 @@ class Relaxation:
     input_drive: dict[int, Drive] | None = None
     example_iterations: Tensor | None = None
 
+    @property
+    def mean_iterations(self) -> float:
+        """Iterations per example: their mean under the per-example stop, else ``iterations``."""
+        used = self.example_iterations
+        return float(used.float().mean()) if used is not None else float(self.iterations)
+
 
 @dataclass(frozen=True)
 class Minimizer:
@@ -241,8 +247,7 @@ class Minimizer:
         if clamp_output is not None:
             s[-1] = clamp_output.detach().to(dtype)
         target = target.to(dtype) if target is not None else None
-        x, drives = x.to(dtype), DriveCache(net, self.cache)
-        drives.input_indices = input_indices
+        x, drives = x.to(dtype), DriveCache(net, self.cache, input_indices)
         if input_drive and self.cache and not differentiable and next(iter(input_drive.values()))[0].dtype == dtype:
             drives.values.update(input_drive)
         result = Relaxation(state=s, iterations=0)
@@ -269,8 +274,7 @@ class Minimizer:
                 s = leavers.finish(s, result.iterations)
                 result.example_iterations = leavers.used
                 if leavers.done is not None:  # the cache holds the last rows only: the input's drives are whole
-                    drives = DriveCache(net, self.cache)
-                    drives.input_indices = input_indices
+                    drives = DriveCache(net, self.cache, input_indices)
                     drives.values.update(leavers.sourced)
             if not net.readout.in_energy:  # the read-out of the final s_L
                 s[-1] = net.preactivation(len(s), x, s, weights, drives)

@@ -84,13 +84,13 @@ class DriveCache:
     recomputed: the reference code).
     """
 
-    def __init__(self, net: HopfieldNetwork, enabled: bool = True) -> None:
+    def __init__(self, net: HopfieldNetwork, enabled: bool = True, input_indices: bool = True) -> None:
         self.enabled, self.outgoing = enabled, net.outgoing
         self.targets = [interaction.target for interaction in net.interactions]
         self.sources = [interaction.source for interaction in net.interactions]
         self.values: dict[int, Drive] = {}
         self.bases: dict[int, Tensor] = {}
-        self.input_indices = True  # False: the drives from the clamped input skip their arg-max indices
+        self.input_indices = input_indices  # False: the drives from the clamped input skip their arg-max indices
 
     def changed(self, layer: int) -> None:
         """Layer ``layer`` (0 = x) was updated: the drives of the interactions it feeds are stale."""
