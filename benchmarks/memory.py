@@ -59,6 +59,7 @@ from common import write_result
 import analoglearn.energy  # (registers the Hopfield presets and the energy-based methods)
 import analoglearn.nets  # (registers the feed-forward models)
 import analoglearn.robust  # noqa: F401  (registers sgd and the perturbations)
+from analoglearn import fold as fold_module
 from analoglearn import trials as trials_module
 from analoglearn.evaluate import BatchedTrialsWarning, noisy_accuracy
 from analoglearn.noise import build
@@ -75,8 +76,8 @@ PAPER_CEP = {"beta": 0.25, "free_iterations": 60, "nudged_iterations": 15}  # dc
 SHORT_CEP = {"beta": 0.25, "free_iterations": 6, "nudged_iterations": 3}  # dchn32's larger batches on a CPU
 RWP = {"sigma": 0.1}
 EVAL_SIGMA = 0.05  # additive Gaussian weight noise of the evaluation
-SOURCES = ("analoglearn.trials", "analoglearn.evaluate", "analoglearn.energy.minimize", "analoglearn.energy.methods",
-           "analoglearn.robust.rwp")
+SOURCES = ("analoglearn.trials", "analoglearn.fold", "analoglearn.evaluate", "analoglearn.energy.minimize",
+           "analoglearn.energy.methods", "analoglearn.robust.rwp")
 
 
 def step(model: str, shape: tuple[int, ...], batch: int, method: str = "sgd", method_options: dict | None = None,
@@ -504,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(rows, fits))
     settings = {"quick": args.quick, "device": str(device), "threads": args.threads, "fresh_process": fresh,
                 "measure": Meter(device).kind, "configurations": configs, "optimizer": "SGD lr 0.01 momentum 0.9",
-                "eval_noise": f"additive_gaussian {EVAL_SIGMA}", "fold_rows": getattr(trials_module, "FOLD_ROWS", None),
+                "eval_noise": f"additive_gaussian {EVAL_SIGMA}", "fold_rows": getattr(fold_module, "FOLD_ROWS", None),
                 "sources": source, "sources_changed_during_run": any(r.get("sources", source) != source for r in rows),
                 "seconds": time.perf_counter() - start}
     return write_result(args.json, "memory", settings, rows + fits, device)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import analoglearn.nets  # noqa: F401  (registers the models)
-from analoglearn import trials
+from analoglearn import fold, trials
 from analoglearn.evaluate import noisy_accuracy, trial_seed
 from analoglearn.noise import AdditiveGaussian, from_config
 from analoglearn.trials import BatchedTrialsWarning, draw_trials, folded_forward
@@ -48,7 +48,7 @@ def batched_and_sequential(predict, model, loader, noise, **kwargs):
 @pytest.mark.parametrize("rows", [None, 7])
 @pytest.mark.parametrize("name", NETS)
 def test_folded_scores_match_the_sequential_forward_in_fp32(name, rows, channels_last, monkeypatch) -> None:
-    monkeypatch.setattr(trials, "CHANNELS_LAST", channels_last)
+    monkeypatch.setattr(fold, "CHANNELS_LAST", channels_last)
     model, loader = net(name, torch.float32)
     noise = from_config({"name": "additive_gaussian", "sigma": 0.3, "bias": True})
     seeds = [trial_seed(0, noise.label, noise.strength, t) for t in range(3)]
@@ -66,7 +66,7 @@ def test_folded_scores_match_the_sequential_forward_in_fp32(name, rows, channels
 @pytest.mark.parametrize("name", NETS)
 def test_folded_trials_equal_the_sequential_ones_in_fp64(name, noise, monkeypatch) -> None:
     calls = spy(monkeypatch)
-    monkeypatch.setattr(trials, "FOLD_ROWS", 40)  # 8 examples × 5 trials a pass: several passes per batch
+    monkeypatch.setattr(fold, "FOLD_ROWS", 40)  # 8 examples × 5 trials a pass: several passes per batch
     model, loader = net(name)
     bat, seq = batched_and_sequential(lambda x: model(x), model, loader, from_config(noise))
     assert bat.per_trial == seq.per_trial and bat.per_trial_top5 == seq.per_trial_top5
@@ -149,7 +149,7 @@ def test_folded_relaxation_scores_match_the_sequential_relaxation_in_fp32(rows) 
 
 def test_folded_relaxation_trials_equal_the_sequential_ones_in_fp64(monkeypatch) -> None:
     calls = spy(monkeypatch)
-    monkeypatch.setattr(trials, "FOLD_ROWS_RELAXATION", 30)  # 6 examples × 5 trials a pass
+    monkeypatch.setattr(fold, "FOLD_ROWS_RELAXATION", 30)  # 6 examples × 5 trials a pass
     model, method, loader = hopfield()
     bat, seq = batched_and_sequential(method.predict, model, loader, AdditiveGaussian(sigma=1.0))
     assert bat.to_dict() == seq.to_dict() and len(set(seq.per_trial)) > 1
